@@ -1,0 +1,156 @@
+//! Grouped-query self-attention of Llama 4.
+//!
+//! Reference: `Llama4TextAttention.forward` in transformers' `modeling_llama4.py`:
+//! q/k/v projections; on RoPE layers RoPE on interleaved pairs then (when `use_qk_norm`) a
+//! weightless L2 norm of q and k; on NoPE layers with `attn_temperature_tuning`
+//! `q *= log1p(floor((pos + 1) / floor_scale)) * attn_scale + 1`; softmax(q·kᵀ / sqrt(d))·v with
+//! the chunked causal mask on chunked layers and the full causal mask on the others.
+
+use crate::config::TextConfig;
+use crate::error::Result;
+use crate::kv_cache::LayerCache;
+use crate::rope;
+use crate::weights::{Weight, WeightSource};
+use candle_core::DType;
+use herd_kernels::attention::attend;
+use herd_kernels::matmul::linear;
+use herd_kernels::norm::l2_norm;
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+thread_local! {
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Token layout of a batched step: which sequence each token belongs to and its position.
+pub struct StepTokens<'a> {
+    pub seq: &'a [usize],
+    pub pos: &'a [usize],
+    /// Token range `[start, end)` of each sequence in the step.
+    pub ranges: &'a [(usize, usize)],
+    /// `cos`/`sin` of each token's rotary angles, `[T, head_dim / 2]`.
+    pub cos: &'a [f32],
+    pub sin: &'a [f32],
+}
+
+/// One attention block.
+pub struct Attention {
+    q_proj: Weight, // [heads * d, hidden]
+    k_proj: Weight, // [kv_heads * d, hidden]
+    v_proj: Weight, // [kv_heads * d, hidden]
+    o_proj: Weight, // [hidden, heads * d]
+    use_rope: bool,
+    qk_norm: bool,
+    temperature_tuning: bool,
+    chunk: Option<usize>,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    hidden: usize,
+    eps: f32,
+    floor_scale: f64,
+    attn_scale: f64,
+}
+
+impl Attention {
+    /// Loads `{prefix}.{q,k,v,o}_proj.weight` for layer `layer`.
+    pub fn new(src: &dyn WeightSource, prefix: &str, cfg: &TextConfig, layer: usize, dtype: DType) -> Result<Self> {
+        let (h, d, nh, nkv) = (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads);
+        let use_rope = cfg.rope[layer];
+        Ok(Self {
+            q_proj: src.get(&format!("{prefix}.q_proj.weight"), &[nh * d, h], dtype)?,
+            k_proj: src.get(&format!("{prefix}.k_proj.weight"), &[nkv * d, h], dtype)?,
+            v_proj: src.get(&format!("{prefix}.v_proj.weight"), &[nkv * d, h], dtype)?,
+            o_proj: src.get(&format!("{prefix}.o_proj.weight"), &[h, nh * d], dtype)?,
+            use_rope,
+            qk_norm: cfg.use_qk_norm && use_rope,
+            temperature_tuning: cfg.attn_temperature_tuning && !use_rope,
+            chunk: cfg.chunk_of(layer),
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: d,
+            hidden: h,
+            eps: cfg.rms_norm_eps as f32,
+            floor_scale: cfg.floor_scale,
+            attn_scale: cfg.attn_scale,
+        })
+    }
+
+    /// `y [T, hidden] += attention(x [T, hidden])`, appending this step's keys and values to each
+    /// sequence's cache of this layer (`caches[s]`) and trimming chunked caches afterwards.
+    pub fn forward_add(&self, x: &[f32], step: &StepTokens<'_>, caches: &mut [&mut LayerCache], y: &mut [f32]) {
+        let t = step.seq.len();
+        let (d, nh, nkv, h) = (self.head_dim, self.heads, self.kv_heads, self.hidden);
+        let (qd, kvd) = (nh * d, nkv * d);
+        let mut q = vec![0f32; t * qd];
+        let mut k = vec![0f32; t * kvd];
+        let mut v = vec![0f32; t * kvd];
+        linear(x, t, self.q_proj.view(), qd, h, &mut q); // [T, heads * d]
+        linear(x, t, self.k_proj.view(), kvd, h, &mut k); // [T, kv_heads * d]
+        linear(x, t, self.v_proj.view(), kvd, h, &mut v); // [T, kv_heads * d]
+
+        let half = d / 2;
+        for tok in 0..t {
+            let (qt, kt) = (&mut q[tok * qd..(tok + 1) * qd], &mut k[tok * kvd..(tok + 1) * kvd]);
+            if self.use_rope {
+                let (c, s) = (&step.cos[tok * half..(tok + 1) * half], &step.sin[tok * half..(tok + 1) * half]);
+                rope::apply(qt, d, c, s);
+                rope::apply(kt, d, c, s);
+            }
+            if self.qk_norm {
+                l2_norm(qt, d, self.eps);
+                l2_norm(kt, d, self.eps);
+            }
+            if self.temperature_tuning {
+                let p = step.pos[tok] as f64;
+                let scale = (((p + 1.0) / self.floor_scale).floor().ln_1p() * self.attn_scale + 1.0) as f32;
+                qt.iter_mut().for_each(|v| *v *= scale);
+            }
+        }
+
+        for (s, &(a, b)) in step.ranges.iter().enumerate() {
+            caches[s].append(&k[a * kvd..b * kvd], &v[a * kvd..b * kvd]);
+        }
+
+        let scale = (d as f32).powf(-0.5);
+        let group = nh / nkv;
+        let mut out = vec![0f32; t * qd];
+        {
+            let caches: Vec<&LayerCache> = caches.iter().map(|c| &**c).collect();
+            out.par_chunks_mut(d).enumerate().for_each(|(i, o)| {
+                let (tok, head) = (i / nh, i % nh);
+                let c = caches[step.seq[tok]];
+                let p = step.pos[tok];
+                let lo = match self.chunk {
+                    Some(ch) => (p / ch * ch).max(c.start),
+                    None => c.start,
+                };
+                let n = p + 1 - lo;
+                let off = (lo - c.start) * kvd + (head / group) * d;
+                SCORES.with(|sc| {
+                    let mut sc = sc.borrow_mut();
+                    if sc.len() < n {
+                        sc.resize(n, 0.0);
+                    }
+                    let qv = &q[tok * qd + head * d..tok * qd + (head + 1) * d];
+                    attend(qv, &c.k[off..], &c.v[off..], n, kvd, scale, &mut sc, o);
+                });
+            });
+        }
+        for (s, &(a, b)) in step.ranges.iter().enumerate() {
+            if b > a {
+                caches[s].trim(step.pos[b - 1] + 1, kvd);
+            }
+        }
+        let mut o = vec![0f32; t * h];
+        linear(&out, t, self.o_proj.view(), h, qd, &mut o); // [T, hidden]
+        for (a, b) in y.iter_mut().zip(&o) {
+            *a += b;
+        }
+    }
+
+    /// Bytes of weights.
+    pub fn bytes(&self) -> usize {
+        self.q_proj.bytes() + self.k_proj.bytes() + self.v_proj.bytes() + self.o_proj.bytes()
+    }
+}

@@ -1,0 +1,104 @@
+//! `herd engine bench`: prefill and decode throughput of a model with random weights built from a
+//! `config.json`, at one or more batch sizes.
+
+use crate::config::TextConfig;
+use crate::error::Result;
+use crate::model::{LogitsWanted, Model, SeqStep};
+use crate::sampler::{Rng, argmax};
+use crate::weights::RandomWeights;
+use candle_core::DType;
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+
+/// Throughput at one batch size.
+#[derive(Debug, Serialize)]
+pub struct BatchResult {
+    pub batch: usize,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+    /// Mean time of one decode step (all sequences of the batch), milliseconds.
+    pub decode_step_ms: f64,
+}
+
+/// The whole report, printed as JSON.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub config: String,
+    pub dtype: String,
+    pub threads: usize,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    pub weight_bytes: usize,
+    /// Weight bytes read per decoded token at batch 1 (attention, routed + shared experts, head).
+    pub active_weight_bytes_per_token: usize,
+    pub results: Vec<BatchResult>,
+    /// Peak resident memory of the process (VmHWM), bytes.
+    pub peak_rss_bytes: Option<u64>,
+    /// KV cache bytes of one sequence at the end of the run.
+    pub kv_cache_bytes_per_sequence: usize,
+}
+
+/// Runs the benchmark.
+pub fn run(config: &Path, dtype: DType, prompt: usize, new: usize, batches: &[usize], seed: u64) -> Result<BenchReport> {
+    let cfg = TextConfig::from_path(config)?;
+    let model = Model::from_source(cfg.clone(), &RandomWeights { seed, std: 0.02 }, dtype)?;
+    let mut rng = Rng::new(seed ^ 0xBE7C);
+    let mut results = Vec::new();
+    let mut kv_bytes = 0;
+    for &b in batches {
+        let prompts: Vec<Vec<u32>> = (0..b)
+            .map(|_| (0..prompt.max(1)).map(|_| (rng.next_u64() % cfg.vocab_size as u64) as u32).collect())
+            .collect();
+        let mut caches: Vec<_> = (0..b).map(|_| model.new_cache()).collect();
+        let t0 = Instant::now();
+        let logits = {
+            let mut steps: Vec<SeqStep<'_>> = prompts
+                .iter()
+                .zip(caches.iter_mut())
+                .map(|(p, c)| SeqStep { tokens: p, cache: c, logits: LogitsWanted::Last })
+                .collect();
+            model.forward(&mut steps)?
+        };
+        let prefill = t0.elapsed().as_secs_f64();
+        let mut next: Vec<u32> = logits.iter().map(|l| argmax(l)).collect();
+        let t1 = Instant::now();
+        for _ in 0..new {
+            let mut steps: Vec<SeqStep<'_>> = next
+                .iter()
+                .zip(caches.iter_mut())
+                .map(|(t, c)| SeqStep { tokens: std::slice::from_ref(t), cache: c, logits: LogitsWanted::Last })
+                .collect();
+            let logits = model.forward(&mut steps)?;
+            next = logits.iter().map(|l| argmax(l)).collect();
+        }
+        let decode = t1.elapsed().as_secs_f64();
+        kv_bytes = caches.first().map_or(0, |c| c.bytes());
+        results.push(BatchResult {
+            batch: b,
+            prefill_tokens_per_s: (b * prompt.max(1)) as f64 / prefill,
+            decode_tokens_per_s: (b * new) as f64 / decode.max(1e-9),
+            decode_step_ms: decode * 1e3 / new.max(1) as f64,
+        });
+    }
+    Ok(BenchReport {
+        config: config.display().to_string(),
+        dtype: format!("{dtype:?}").to_lowercase(),
+        threads: rayon::current_num_threads(),
+        prompt_tokens: prompt.max(1),
+        new_tokens: new,
+        weight_bytes: model.weight_bytes(),
+        active_weight_bytes_per_token: model.active_weight_bytes(),
+        results,
+        peak_rss_bytes: peak_rss(),
+        kv_cache_bytes_per_sequence: kv_bytes,
+    })
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`).
+pub fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

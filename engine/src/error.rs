@@ -1,0 +1,56 @@
+//! The engine's error type: every message names the file, key or value at fault.
+
+use std::path::PathBuf;
+
+/// Errors of loading, tokenizing and running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+
+    #[error("{path}: invalid JSON: {source}")]
+    Json { path: PathBuf, source: serde_json::Error },
+
+    #[error("{path}: field `{field}`: {message}")]
+    Config { path: PathBuf, field: String, message: String },
+
+    #[error("{path}: unsupported model_type {model_type:?} (herd serves `llama4_text` and `llama4`)")]
+    UnsupportedModelType { path: PathBuf, model_type: String },
+
+    #[error("{path}: no weights found: expected `model.safetensors` or `model.safetensors.index.json`")]
+    NoWeights { path: PathBuf },
+
+    #[error("{path}: invalid safetensors file: {message}")]
+    Safetensors { path: PathBuf, message: String },
+
+    #[error("{path}: missing tensor `{key}`")]
+    MissingTensor { path: PathBuf, key: String },
+
+    #[error("{path}: tensor `{key}` has shape {actual:?}, expected {expected:?}")]
+    Shape { path: PathBuf, key: String, expected: Vec<usize>, actual: Vec<usize> },
+
+    #[error("{path}: tensor `{key}` has dtype {dtype}, herd reads F32, BF16 and F16")]
+    Dtype { path: PathBuf, key: String, dtype: String },
+
+    #[error("{path}: tokenizer: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+
+    #[error("chat template: {0}")]
+    Template(String),
+
+    #[error("invalid request: {0}")]
+    Request(String),
+
+    #[error("tensor error: {0}")]
+    Tensor(#[from] candle_core::Error),
+
+    #[error("generation cancelled")]
+    Cancelled,
+}
+
+/// Result alias of the engine.
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub(crate) fn config_err(path: &std::path::Path, field: &str, message: impl Into<String>) -> Error {
+    Error::Config { path: path.to_path_buf(), field: field.to_string(), message: message.into() }
+}

@@ -1,0 +1,174 @@
+//! Feed-forward blocks: the dense gated MLP and the mixture of experts.
+//!
+//! Reference: `Llama4TextMLP`, `Llama4Router`, `Llama4TextMoe`, `Llama4TextExperts` in
+//! transformers' `modeling_llama4.py`. The reference runs every expert on every token (with a
+//! zero score for unrouted ones); herd groups tokens by expert and runs each expert on its own
+//! tokens only, so the cost grows with `num_experts_per_tok`, not `num_local_experts`.
+
+use crate::config::TextConfig;
+use crate::error::Result;
+use crate::weights::{Weight, WeightSource};
+use candle_core::DType;
+use herd_kernels::activation::{sigmoid, silu_mul};
+use herd_kernels::matmul::{linear, matmul_xw};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// `down(silu(gate(x)) * up(x))`.
+pub struct Mlp {
+    gate_proj: Weight, // [inter, hidden]
+    up_proj: Weight,   // [inter, hidden]
+    down_proj: Weight, // [hidden, inter]
+    inter: usize,
+    hidden: usize,
+}
+
+impl Mlp {
+    /// Loads `{prefix}.{gate,up,down}_proj.weight`.
+    pub fn new(src: &dyn WeightSource, prefix: &str, hidden: usize, inter: usize, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            gate_proj: src.get(&format!("{prefix}.gate_proj.weight"), &[inter, hidden], dtype)?,
+            up_proj: src.get(&format!("{prefix}.up_proj.weight"), &[inter, hidden], dtype)?,
+            down_proj: src.get(&format!("{prefix}.down_proj.weight"), &[hidden, inter], dtype)?,
+            inter,
+            hidden,
+        })
+    }
+
+    /// `y [T, hidden] += mlp(x [T, hidden])`.
+    pub fn forward_add(&self, x: &[f32], t: usize, y: &mut [f32]) {
+        let (h, i) = (self.hidden, self.inter);
+        let mut gate = vec![0f32; t * i];
+        let mut up = vec![0f32; t * i];
+        linear(x, t, self.gate_proj.view(), i, h, &mut gate); // [T, inter]
+        linear(x, t, self.up_proj.view(), i, h, &mut up); // [T, inter]
+        let mut act = up.clone();
+        silu_mul(&gate, &up, &mut act);
+        let mut out = gate; // reuse: [T, hidden] fits when hidden <= inter, else reallocate
+        out.resize(t * h, 0.0);
+        linear(&act, t, self.down_proj.view(), h, i, &mut out[..t * h]);
+        for (a, b) in y.iter_mut().zip(&out[..t * h]) {
+            *a += b;
+        }
+    }
+
+    /// Bytes of weights read per token.
+    pub fn bytes(&self) -> usize {
+        self.gate_proj.bytes() + self.up_proj.bytes() + self.down_proj.bytes()
+    }
+}
+
+/// Router + routed experts + shared expert.
+pub struct Moe {
+    router: Weight,       // [experts, hidden]
+    gate_up_proj: Weight, // [experts, hidden, 2 * inter]; gate is the first half of the last dim
+    down_proj: Weight,    // [experts, inter, hidden]
+    shared_expert: Mlp,
+    experts: usize,
+    top_k: usize,
+    inter: usize,
+    hidden: usize,
+    /// Tokens routed to each expert since load (for expert-utilization analytics).
+    counts: Vec<AtomicU64>,
+}
+
+impl Moe {
+    /// Loads `{prefix}.router.weight`, `{prefix}.experts.{gate_up_proj,down_proj}`, `{prefix}.shared_expert.*`.
+    pub fn new(src: &dyn WeightSource, prefix: &str, cfg: &TextConfig, dtype: DType) -> Result<Self> {
+        let (e, h, i) = (cfg.num_local_experts, cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            router: src.get(&format!("{prefix}.router.weight"), &[e, h], dtype)?,
+            gate_up_proj: src.get(&format!("{prefix}.experts.gate_up_proj"), &[e, h, 2 * i], dtype)?,
+            down_proj: src.get(&format!("{prefix}.experts.down_proj"), &[e, i, h], dtype)?,
+            shared_expert: Mlp::new(src, &format!("{prefix}.shared_expert"), h, i, dtype)?,
+            experts: e,
+            top_k: cfg.num_experts_per_tok,
+            inter: i,
+            hidden: h,
+            counts: (0..e).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+
+    /// `y [T, hidden] += moe(x [T, hidden])`.
+    pub fn forward_add(&self, x: &[f32], t: usize, y: &mut [f32]) {
+        let (e, h, i) = (self.experts, self.hidden, self.inter);
+        // router_logits [T, E]; top-k per token; score = sigmoid(logit) of the selected ones.
+        let mut logits = vec![0f32; t * e];
+        linear(x, t, self.router.view(), e, h, &mut logits);
+        let mut routed: Vec<Vec<(usize, f32)>> = vec![Vec::new(); e];
+        let mut order: Vec<usize> = Vec::with_capacity(e);
+        for (tok, row) in logits.chunks_exact(e).enumerate() {
+            order.clear();
+            order.extend(0..e);
+            // Highest logit first; ties go to the lower expert index.
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+            for &ex in &order[..self.top_k] {
+                routed[ex].push((tok, sigmoid(row[ex])));
+            }
+        }
+        // Each expert on its tokens only: expert(score * x) (the score scales the expert's input).
+        let gu_w = self.gate_up_proj.view();
+        let down_w = self.down_proj.view();
+        let mut xs = Vec::new();
+        let mut gu = Vec::new();
+        let mut act = Vec::new();
+        let mut out = Vec::new();
+        for (ex, toks) in routed.iter().enumerate() {
+            if toks.is_empty() {
+                continue;
+            }
+            self.counts[ex].fetch_add(toks.len() as u64, Ordering::Relaxed);
+            let n = toks.len();
+            xs.clear();
+            for &(tok, score) in toks {
+                xs.extend(x[tok * h..(tok + 1) * h].iter().map(|v| v * score));
+            }
+            gu.resize(n * 2 * i, 0.0);
+            matmul_xw(&xs, n, gu_w.slice(ex * h * 2 * i, h * 2 * i), h, 2 * i, &mut gu, false); // [n, 2I]
+            act.resize(n * i, 0.0);
+            for (row, a) in gu.chunks_exact(2 * i).zip(act.chunks_exact_mut(i)) {
+                silu_mul(&row[..i], &row[i..], a); // up * silu(gate)
+            }
+            out.resize(n * h, 0.0);
+            matmul_xw(&act, n, down_w.slice(ex * i * h, i * h), i, h, &mut out, false); // [n, H]
+            for (r, &(tok, _)) in toks.iter().enumerate() {
+                for (a, b) in y[tok * h..(tok + 1) * h].iter_mut().zip(&out[r * h..(r + 1) * h]) {
+                    *a += b;
+                }
+            }
+        }
+        self.shared_expert.forward_add(x, t, y);
+    }
+
+    /// Tokens routed to each expert since load.
+    pub fn expert_counts(&self) -> Vec<u64> {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+
+    /// Bytes of weights read per token (router, `top_k` experts, shared expert).
+    pub fn active_bytes(&self) -> usize {
+        self.router.bytes()
+            + self.top_k * (self.gate_up_proj.bytes() + self.down_proj.bytes()) / self.experts
+            + self.shared_expert.bytes()
+    }
+
+    /// Bytes of all weights.
+    pub fn bytes(&self) -> usize {
+        self.router.bytes() + self.gate_up_proj.bytes() + self.down_proj.bytes() + self.shared_expert.bytes()
+    }
+}
+
+/// The feed-forward block of one decoder layer.
+pub enum FeedForward {
+    Dense(Mlp),
+    Moe(Moe),
+}
+
+impl FeedForward {
+    /// `y += ff(x)`.
+    pub fn forward_add(&self, x: &[f32], t: usize, y: &mut [f32]) {
+        match self {
+            FeedForward::Dense(m) => m.forward_add(x, t, y),
+            FeedForward::Moe(m) => m.forward_add(x, t, y),
+        }
+    }
+}

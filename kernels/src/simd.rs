@@ -1,0 +1,263 @@
+//! Vector primitives: dot products and `y += a * w` with f32 activations and f32/bf16/f16 weights.
+//!
+//! `dot*` and `axpy*` dispatch once per call on the CPU's features; every public function has a
+//! portable scalar twin used on other CPUs and as the test reference.
+
+use crate::WeightRef;
+use half::{bf16, f16};
+
+/// True when the AVX2 + FMA + F16C paths can run (checked once, cached by std).
+#[inline]
+pub fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `sum_i w[i] * x[i]`; `w` and `x` have the same length.
+pub fn dot(w: WeightRef<'_>, x: &[f32]) -> f32 {
+    assert_eq!(w.len(), x.len(), "dot: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: features checked above; lengths equal.
+        unsafe {
+            return match w {
+                WeightRef::F32(w) => avx2::dot_f32(w.as_ptr(), x.as_ptr(), x.len()),
+                WeightRef::Bf16(w) => avx2::dot_bf16(w.as_ptr(), x.as_ptr(), x.len()),
+                WeightRef::F16(w) => avx2::dot_f16(w.as_ptr(), x.as_ptr(), x.len()),
+            };
+        }
+    }
+    dot_scalar(w, x)
+}
+
+/// Dot products of one weight row with up to four activation rows: `out[j] = w . xs[j]`.
+pub fn dot_multi(w: WeightRef<'_>, xs: &[&[f32]], out: &mut [f32]) {
+    debug_assert_eq!(xs.len(), out.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && xs.len() == 4 && xs.iter().all(|x| x.len() == w.len()) {
+        let p = [xs[0].as_ptr(), xs[1].as_ptr(), xs[2].as_ptr(), xs[3].as_ptr()];
+        // SAFETY: features checked; all four rows have w.len() elements.
+        let r = unsafe {
+            match w {
+                WeightRef::F32(w) => avx2::dot4_f32(w.as_ptr(), p, w.len()),
+                WeightRef::Bf16(w) => avx2::dot4_bf16(w.as_ptr(), p, w.len()),
+                WeightRef::F16(w) => avx2::dot4_f16(w.as_ptr(), p, w.len()),
+            }
+        };
+        out.copy_from_slice(&r);
+        return;
+    }
+    for (o, x) in out.iter_mut().zip(xs) {
+        *o = dot(w, x);
+    }
+}
+
+/// `y[i] += a * w[i]`.
+pub fn axpy(y: &mut [f32], a: f32, w: WeightRef<'_>) {
+    assert_eq!(w.len(), y.len(), "axpy: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: features checked above; lengths equal.
+        unsafe {
+            match w {
+                WeightRef::F32(w) => avx2::axpy_f32(y.as_mut_ptr(), a, w.as_ptr(), y.len()),
+                WeightRef::Bf16(w) => avx2::axpy_bf16(y.as_mut_ptr(), a, w.as_ptr(), y.len()),
+                WeightRef::F16(w) => avx2::axpy_f16(y.as_mut_ptr(), a, w.as_ptr(), y.len()),
+            }
+        }
+        return;
+    }
+    axpy_scalar(y, a, w)
+}
+
+/// Portable reference of [`dot`].
+pub fn dot_scalar(w: WeightRef<'_>, x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (i, xv) in x.iter().enumerate() {
+        acc[i % 8] += w.get(i) * xv;
+    }
+    acc.iter().sum()
+}
+
+/// Portable reference of [`axpy`].
+pub fn axpy_scalar(y: &mut [f32], a: f32, w: WeightRef<'_>) {
+    for (i, yv) in y.iter_mut().enumerate() {
+        *yv += a * w.get(i);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{bf16, f16};
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps::<1>(v);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<0x55>(s, s));
+        _mm_cvtss_f32(s)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn ld_f32(p: *const f32) -> __m256 {
+        unsafe { _mm256_loadu_ps(p) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn ld_bf16(p: *const bf16) -> __m256 {
+        unsafe {
+            let v = _mm_loadu_si128(p as *const __m128i);
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(v)))
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn ld_f16(p: *const f16) -> __m256 {
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+    }
+
+    macro_rules! kernels {
+        ($t:ty, $ld:ident, $dot:ident, $dot4:ident, $axpy:ident) => {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub unsafe fn $dot(w: *const $t, x: *const f32, n: usize) -> f32 {
+                unsafe {
+                    let (mut a0, mut a1, mut a2, mut a3) =
+                        (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
+                    let mut i = 0;
+                    while i + 32 <= n {
+                        a0 = _mm256_fmadd_ps($ld(w.add(i)), _mm256_loadu_ps(x.add(i)), a0);
+                        a1 = _mm256_fmadd_ps($ld(w.add(i + 8)), _mm256_loadu_ps(x.add(i + 8)), a1);
+                        a2 = _mm256_fmadd_ps($ld(w.add(i + 16)), _mm256_loadu_ps(x.add(i + 16)), a2);
+                        a3 = _mm256_fmadd_ps($ld(w.add(i + 24)), _mm256_loadu_ps(x.add(i + 24)), a3);
+                        i += 32;
+                    }
+                    while i + 8 <= n {
+                        a0 = _mm256_fmadd_ps($ld(w.add(i)), _mm256_loadu_ps(x.add(i)), a0);
+                        i += 8;
+                    }
+                    let mut s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+                    while i < n {
+                        s += f32::from(*w.add(i)) * *x.add(i);
+                        i += 1;
+                    }
+                    s
+                }
+            }
+
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub unsafe fn $dot4(w: *const $t, x: [*const f32; 4], n: usize) -> [f32; 4] {
+                unsafe {
+                    let mut a = [_mm256_setzero_ps(); 8];
+                    let mut i = 0;
+                    while i + 16 <= n {
+                        let w0 = $ld(w.add(i));
+                        let w1 = $ld(w.add(i + 8));
+                        for j in 0..4 {
+                            a[j] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[j].add(i)), a[j]);
+                            a[j + 4] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[j].add(i + 8)), a[j + 4]);
+                        }
+                        i += 16;
+                    }
+                    while i + 8 <= n {
+                        let w0 = $ld(w.add(i));
+                        for j in 0..4 {
+                            a[j] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[j].add(i)), a[j]);
+                        }
+                        i += 8;
+                    }
+                    let mut out = [0f32; 4];
+                    for j in 0..4 {
+                        out[j] = hsum(_mm256_add_ps(a[j], a[j + 4]));
+                    }
+                    while i < n {
+                        let wv = f32::from(*w.add(i));
+                        for j in 0..4 {
+                            out[j] += wv * *x[j].add(i);
+                        }
+                        i += 1;
+                    }
+                    out
+                }
+            }
+
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub unsafe fn $axpy(y: *mut f32, a: f32, w: *const $t, n: usize) {
+                unsafe {
+                    let av = _mm256_set1_ps(a);
+                    let mut i = 0;
+                    while i + 16 <= n {
+                        let y0 = _mm256_fmadd_ps(av, $ld(w.add(i)), _mm256_loadu_ps(y.add(i)));
+                        let y1 = _mm256_fmadd_ps(av, $ld(w.add(i + 8)), _mm256_loadu_ps(y.add(i + 8)));
+                        _mm256_storeu_ps(y.add(i), y0);
+                        _mm256_storeu_ps(y.add(i + 8), y1);
+                        i += 16;
+                    }
+                    while i + 8 <= n {
+                        let y0 = _mm256_fmadd_ps(av, $ld(w.add(i)), _mm256_loadu_ps(y.add(i)));
+                        _mm256_storeu_ps(y.add(i), y0);
+                        i += 8;
+                    }
+                    while i < n {
+                        *y.add(i) += a * f32::from(*w.add(i));
+                        i += 1;
+                    }
+                }
+            }
+        };
+    }
+
+    kernels!(f32, ld_f32, dot_f32, dot4_f32, axpy_f32);
+    kernels!(bf16, ld_bf16, dot_bf16, dot4_bf16, axpy_bf16);
+    kernels!(f16, ld_f16, dot_f16, dot4_f16, axpy_f16);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n).map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn dot_and_axpy_match_the_scalar_reference_for_every_dtype_and_odd_lengths() {
+        for n in [1usize, 7, 8, 31, 33, 100, 517] {
+            let w = data(n, 1);
+            let x = data(n, 2);
+            let wb: Vec<bf16> = w.iter().map(|v| bf16::from_f32(*v)).collect();
+            let wh: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
+            for wr in [WeightRef::F32(&w), WeightRef::Bf16(&wb), WeightRef::F16(&wh)] {
+                let want = dot_scalar(wr, &x);
+                assert!((dot(wr, &x) - want).abs() < 1e-4 * n as f32, "dot n={n} {wr:?}");
+                let xs = [&x[..], &w[..], &x[..], &w[..]];
+                let mut out = [0f32; 4];
+                dot_multi(wr, &xs, &mut out);
+                for (o, xv) in out.iter().zip(xs) {
+                    assert!((o - dot_scalar(wr, xv)).abs() < 1e-4 * n as f32, "dot4 n={n}");
+                }
+                let mut y1 = x.clone();
+                let mut y2 = x.clone();
+                axpy(&mut y1, 0.37, wr);
+                axpy_scalar(&mut y2, 0.37, wr);
+                for (a, b) in y1.iter().zip(&y2) {
+                    assert!((a - b).abs() < 1e-5, "axpy n={n}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! `herd engine …`: the engine checked from outside (JSON on stdout), an interactive chat and a
+//! benchmark.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use herd_engine::generate::{GenerateRequest, generate};
+use herd_engine::sampler::SamplingParams;
+use herd_engine::tokenizer::{ChatMessage, ChatTokenizer, TextStreamer};
+use herd_engine::{DType, Model, bench, parse_dtype};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+#[derive(Args)]
+pub struct EngineArgs {
+    /// Worker threads for the kernels (default: all cores; also RAYON_NUM_THREADS).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: EngineCommand,
+}
+
+#[derive(Subcommand)]
+enum EngineCommand {
+    /// Print the logits of every input position as JSON: {"logits": [[...], ...]}.
+    Logits {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Comma-separated token ids.
+        #[arg(long, value_delimiter = ',', required = true)]
+        ids: Vec<u32>,
+    },
+    /// Generate a continuation and print {"output_ids": [...]} (new tokens only).
+    Generate {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Comma-separated prompt token ids.
+        #[arg(long, value_delimiter = ',', conflicts_with_all = ["prompt", "user"])]
+        ids: Option<Vec<u32>>,
+        /// Prompt text (encoded with the tokenizer's special tokens).
+        #[arg(long)]
+        prompt: Option<String>,
+        /// A user message, rendered with the chat template.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// Do not stop on end-of-turn / end-of-text tokens.
+        #[arg(long)]
+        ignore_eos: bool,
+        /// Stop when the text contains this string (repeatable).
+        #[arg(long = "stop")]
+        stop: Vec<String>,
+        /// Also print the decoded text and timings to stderr.
+        #[arg(long)]
+        verbose: bool,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    },
+    /// Chat in the terminal with the model's chat template, streaming tokens as they come.
+    Chat {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// System prompt.
+        #[arg(long)]
+        system: Option<String>,
+        #[arg(long, default_value_t = 256)]
+        max_new_tokens: usize,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    },
+    /// Measure prefill and decode speed on random weights built from a config.json.
+    Bench {
+        /// A Llama 4 config.json.
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// Prompt tokens per sequence.
+        #[arg(long, default_value_t = 128)]
+        prompt: usize,
+        /// New tokens per sequence.
+        #[arg(long, default_value_t = 64)]
+        new: usize,
+        /// Batch sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        batch: Vec<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Print what the engine understood of a model folder.
+    Info {
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Model folder (config.json, safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// Dtype the weights are held in: f32, bf16 or f16 (activations are always f32).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+#[derive(Args)]
+struct SamplingArgs {
+    /// Greedy decoding (overrides the sampling settings).
+    #[arg(long)]
+    greedy: bool,
+    #[arg(long, default_value_t = 0.6)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.9)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl SamplingArgs {
+    fn params(&self) -> SamplingParams {
+        if self.greedy {
+            return SamplingParams { repetition_penalty: self.repetition_penalty, ..SamplingParams::greedy() };
+        }
+        SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+        }
+    }
+}
+
+fn load(m: &ModelArgs) -> Result<(Model, DType)> {
+    let dtype = parse_dtype(&m.dtype)?;
+    let model = Model::load(&m.model, dtype).with_context(|| format!("loading the model in {}", m.model.display()))?;
+    Ok((model, dtype))
+}
+
+fn load_tokenizer(dir: &Path, model: &Model) -> Result<ChatTokenizer> {
+    ChatTokenizer::load(dir, model.config()).with_context(|| format!("loading the tokenizer of {}", dir.display()))
+}
+
+pub fn run(args: EngineArgs) -> Result<()> {
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting up the thread pool")?;
+    }
+    match args.command {
+        EngineCommand::Logits { model, ids } => {
+            let (m, _) = load(&model)?;
+            let logits = m.logits(&ids)?;
+            let rows: Vec<&[f32]> = logits.chunks(m.config().vocab_size).collect();
+            println!("{}", serde_json::json!({ "logits": rows }));
+        }
+        EngineCommand::Generate { model, ids, prompt, user, max_new_tokens, ignore_eos, stop, verbose, sampling } => {
+            let (m, _) = load(&model)?;
+            let tok = if ids.is_none() || !stop.is_empty() || verbose || !ignore_eos {
+                ChatTokenizer::load(&model.model, m.config()).ok()
+            } else {
+                None
+            };
+            let prompt_ids = match (ids, prompt, user) {
+                (Some(ids), _, _) => ids,
+                (None, Some(text), _) => tok.as_ref().context("no tokenizer.json for --prompt")?.encode(&text, true)?,
+                (None, None, Some(text)) => tok
+                    .as_ref()
+                    .context("no tokenizer.json for --user")?
+                    .encode_chat(&[ChatMessage::new("user", &text)], true)?,
+                (None, None, None) => bail!("give the prompt with --ids, --prompt or --user"),
+            };
+            let stop_ids = if ignore_eos {
+                vec![]
+            } else {
+                tok.as_ref().map(|t| t.stop_ids().to_vec()).unwrap_or_else(|| m.config().eos_token_ids.clone())
+            };
+            let req = GenerateRequest {
+                prompt: prompt_ids,
+                max_new_tokens,
+                sampling: sampling.params(),
+                stop_ids,
+                stop_strings: stop,
+            };
+            let g = generate(&m, tok.as_ref(), &req, &AtomicBool::new(false), &mut |_| true)?;
+            println!("{}", serde_json::json!({ "output_ids": g.output_ids }));
+            if verbose {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({
+                        "text": g.text, "finish_reason": g.finish_reason, "prompt_tokens": g.prompt_tokens,
+                        "prefill_seconds": g.prefill_seconds, "decode_seconds": g.decode_seconds,
+                    })
+                );
+            }
+        }
+        EngineCommand::Chat { model, system, max_new_tokens, sampling } => {
+            let (m, _) = load(&model)?;
+            let tok = load_tokenizer(&model.model, &m)?;
+            chat(&m, &tok, system, max_new_tokens, sampling.params())?;
+        }
+        EngineCommand::Bench { config, dtype, prompt, new, batch, seed } => {
+            let dtype = parse_dtype(&dtype)?;
+            if batch.is_empty() || batch.contains(&0) {
+                bail!("--batch must list batch sizes >= 1");
+            }
+            let report = bench::run(&config, dtype, prompt, new, &batch, seed)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        EngineCommand::Info { model } => {
+            let (m, dtype) = load(&model)?;
+            let c = m.config();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "dtype": format!("{dtype:?}").to_lowercase(),
+                    "layers": c.num_hidden_layers,
+                    "hidden_size": c.hidden_size,
+                    "experts": c.num_local_experts,
+                    "experts_per_token": c.num_experts_per_tok,
+                    "moe_layers": c.moe.iter().enumerate().filter(|(_, m)| **m).map(|(i, _)| i).collect::<Vec<_>>(),
+                    "rope_layers": c.rope.iter().enumerate().filter(|(_, r)| **r).map(|(i, _)| i).collect::<Vec<_>>(),
+                    "chunked_layers": c.chunked.iter().enumerate().filter(|(_, r)| **r).map(|(i, _)| i).collect::<Vec<_>>(),
+                    "attention_chunk_size": c.attention_chunk_size,
+                    "rope_scaling": format!("{:?}", c.rope_scaling),
+                    "weight_bytes": m.weight_bytes(),
+                    "active_weight_bytes_per_token": m.active_weight_bytes(),
+                    "kv_cache_bytes_per_sequence_at_4096_tokens": herd_engine::KvCache::bytes_for(c, 4096),
+                }))?
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The interactive chat: one line per user turn; `/reset` starts over, `/quit` (or end of input) ends.
+fn chat(m: &Model, tok: &ChatTokenizer, system: Option<String>, max_new: usize, sampling: SamplingParams) -> Result<()> {
+    let mut history: Vec<ChatMessage> = system.iter().map(|s| ChatMessage::new("system", s)).collect();
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    eprintln!("herd chat — type a message; /reset starts over, /quit ends.");
+    loop {
+        write!(out, "> ")?;
+        out.flush()?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            writeln!(out)?;
+            break;
+        }
+        let line = line.trim();
+        match line {
+            "" => continue,
+            "/quit" | "/exit" => break,
+            "/reset" => {
+                history.retain(|m| m.role == "system");
+                continue;
+            }
+            _ => {}
+        }
+        history.push(ChatMessage::new("user", line));
+        let req = GenerateRequest {
+            prompt: tok.encode_chat(&history, true)?,
+            max_new_tokens: max_new,
+            sampling: sampling.clone(),
+            stop_ids: tok.stop_ids().to_vec(),
+            stop_strings: vec![],
+        };
+        let mut streamer = TextStreamer::default();
+        let mut failed = None;
+        let g = generate(m, Some(tok), &req, &AtomicBool::new(false), &mut |id| {
+            match streamer.push(tok, id) {
+                Ok(Some(piece)) => {
+                    let _ = write!(out, "{piece}");
+                    let _ = out.flush();
+                }
+                Ok(None) => {}
+                Err(e) => failed = Some(e),
+            }
+            true
+        })?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        writeln!(out)?;
+        history.push(ChatMessage::new("assistant", g.text.as_deref().unwrap_or("").trim()));
+    }
+    Ok(())
+}
