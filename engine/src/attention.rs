@@ -12,7 +12,7 @@ use crate::kv_cache::LayerCache;
 use crate::rope;
 use crate::weights::{Weight, WeightSource};
 use candle_core::DType;
-use herd_kernels::attention::attend;
+use herd_kernels::attention::{KvRun, attend};
 use herd_kernels::matmul::linear;
 use herd_kernels::norm::l2_norm;
 use rayon::prelude::*;
@@ -133,7 +133,7 @@ impl Attention {
                         sc.resize(n, 0.0);
                     }
                     let qv = &q[tok * qd + head * d..tok * qd + (head + 1) * d];
-                    attend(qv, &c.k[off..], &c.v[off..], n, kvd, scale, &mut sc, o);
+                    attend(qv, KvRun { keys: &c.k[off..], values: &c.v[off..], n, stride: kvd }, scale, &mut sc, o);
                 });
             });
         }

@@ -183,7 +183,7 @@ fn resolve(raw: Raw, path: &Path, p: &str) -> Result<TextConfig> {
             format!("{num_key_value_heads} does not divide num_attention_heads {num_attention_heads}"),
         ));
     }
-    if head_dim % 2 != 0 {
+    if !head_dim.is_multiple_of(2) {
         return Err(config_err(path, &f("head_dim"), format!("must be even for RoPE, got {head_dim}")));
     }
     if let Some(act) = raw.hidden_act.as_deref()
@@ -402,5 +402,108 @@ fn rope_settings(
             Err(config_err(path, &format!("{field}.factor"), format!("must be > 0, got {factor}")))
         }
         _ => Ok((theta, scaling)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<TextConfig> {
+        TextConfig::from_json_str(&v.to_string(), Path::new("config.json"))
+    }
+
+    fn base() -> Value {
+        json!({
+            "model_type": "llama4_text", "vocab_size": 100, "hidden_size": 16, "intermediate_size": 8,
+            "intermediate_size_mlp": 24, "num_hidden_layers": 8, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "head_dim": 4, "num_local_experts": 4, "attention_chunk_size": 8
+        })
+    }
+
+    #[test]
+    fn moe_and_nope_layers_are_derived_from_the_intervals_when_absent() {
+        let mut v = base();
+        v["interleave_moe_layer_step"] = 2.into();
+        v["no_rope_layer_interval"] = 4.into();
+        let c = parse(v).expect("parses");
+        // MoE layers are step-1, 2*step-1, …: 1, 3, 5, 7
+        assert_eq!(c.moe, vec![false, true, false, true, false, true, false, true]);
+        // every 4th layer (1-based) has no RoPE: layers 3 and 7; those use full attention
+        assert_eq!(c.rope, vec![true, true, true, false, true, true, true, false]);
+        assert_eq!(c.chunked, c.rope);
+        assert_eq!(c.chunk_of(3), None);
+        assert_eq!(c.chunk_of(2), Some(8));
+    }
+
+    #[test]
+    fn explicit_lists_win_over_the_intervals() {
+        let mut v = base();
+        v["moe_layers"] = json!([0, 7]);
+        v["no_rope_layers"] = json!([0, 1, 1, 1, 1, 1, 1, 1]);
+        v["interleave_moe_layer_step"] = 2.into();
+        let c = parse(v).expect("parses");
+        assert_eq!(c.moe.iter().filter(|m| **m).count(), 2);
+        assert!(c.moe[0] && c.moe[7]);
+        assert!(!c.rope[0] && c.rope[3]);
+    }
+
+    #[test]
+    fn both_rope_spellings_and_a_null_scaling_are_understood() {
+        let mut v = base();
+        v["rope_theta"] = 10000.0.into();
+        v["rope_scaling"] = Value::Null;
+        let c = parse(v).expect("parses");
+        assert_eq!((c.rope_theta, c.rope_scaling.clone()), (10000.0, RopeScaling::Default));
+
+        let mut v = base();
+        v["rope_theta"] = 500000.0.into();
+        v["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                   "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+        let hub = parse(v).expect("parses");
+        let mut v = base();
+        v["rope_parameters"] = json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+        let newer = parse(v).expect("parses");
+        assert_eq!(hub.rope_scaling, newer.rope_scaling);
+        assert_eq!(hub.rope_theta, newer.rope_theta);
+        assert!(matches!(hub.rope_scaling, RopeScaling::Llama3 { factor, .. } if factor == 8.0));
+    }
+
+    #[test]
+    fn the_multimodal_wrapper_nests_the_text_settings() {
+        let v = json!({"model_type": "llama4", "architectures": ["Llama4ForConditionalGeneration"],
+                       "text_config": base(), "vision_config": {"model_type": "llama4_vision_model"}});
+        let c = parse(v).expect("parses");
+        assert_eq!(c.hidden_size, 16);
+        let e = parse(json!({"model_type": "llama4"})).expect_err("no text_config");
+        assert!(e.to_string().contains("text_config"), "{e}");
+        let mut nested = base();
+        nested["hidden_size"] = Value::Null;
+        let e = parse(json!({"model_type": "llama4", "text_config": nested})).expect_err("missing field");
+        assert!(e.to_string().contains("text_config.hidden_size"), "{e}");
+    }
+
+    #[test]
+    fn eos_may_be_an_id_or_a_list() {
+        let mut v = base();
+        v["eos_token_id"] = json!([200001, 200007, 200008]);
+        assert_eq!(parse(v).expect("parses").eos_token_ids, vec![200001, 200007, 200008]);
+        let mut v = base();
+        v["eos_token_id"] = 4.into();
+        assert_eq!(parse(v).expect("parses").eos_token_ids, vec![4]);
+        let mut v = base();
+        v["eos_token_id"] = "x".into();
+        assert!(parse(v).expect_err("bad").to_string().contains("eos_token_id"));
+    }
+
+    #[test]
+    fn dense_layers_need_their_width() {
+        let mut v = base();
+        v["interleave_moe_layer_step"] = 2.into();
+        v.as_object_mut().expect("object").remove("intermediate_size_mlp");
+        let e = parse(v).expect_err("dense layers without a width");
+        assert!(e.to_string().contains("intermediate_size_mlp"), "{e}");
     }
 }

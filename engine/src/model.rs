@@ -55,7 +55,7 @@ pub struct Model {
 impl Model {
     /// Loads `config.json` and the safetensors weights of the folder `dir`, computing in `dtype`.
     pub fn load(dir: &Path, dtype: DType) -> Result<Self> {
-        let cfg = TextConfig::from_path(dir)?;
+        let cfg = TextConfig::from_path(&dir.join("config.json"))?;
         let ckpt = Checkpoint::open(dir)?;
         let tie = cfg.tie_word_embeddings || !ckpt.contains("lm_head.weight");
         let mut cfg = cfg;

@@ -3,10 +3,20 @@
 use crate::WeightRef;
 use crate::simd::{axpy, dot};
 
-/// Attention of one query `q [d]` over `n` keys/values laid out with a row stride:
-/// key `j` is `keys[j * stride .. j * stride + d]` (same for values).
+/// A run of `n` cached keys and values laid out with a row stride: key `j` is
+/// `keys[j * stride .. j * stride + d]` (same for values).
+#[derive(Clone, Copy)]
+pub struct KvRun<'a> {
+    pub keys: &'a [f32],
+    pub values: &'a [f32],
+    pub n: usize,
+    pub stride: usize,
+}
+
+/// Attention of one query `q [d]` over a run of keys and values:
 /// `out [d] = softmax(q·Kᵀ * scale) · V`; `scores` is scratch of at least `n` floats.
-pub fn attend(q: &[f32], keys: &[f32], values: &[f32], n: usize, stride: usize, scale: f32, scores: &mut [f32], out: &mut [f32]) {
+pub fn attend(q: &[f32], kv: KvRun<'_>, scale: f32, scores: &mut [f32], out: &mut [f32]) {
+    let KvRun { keys, values, n, stride } = kv;
     let d = q.len();
     out.fill(0.0);
     if n == 0 {
@@ -41,7 +51,7 @@ mod tests {
         let values = [10.0, 0.0, 0.0, 0.0, 20.0, 0.0];
         let mut scores = [0f32; 2];
         let mut out = [0f32; 2];
-        attend(&q, &keys, &values, 2, 3, 1.0, &mut scores, &mut out);
+        attend(&q, KvRun { keys: &keys, values: &values, n: 2, stride: 3 }, 1.0, &mut scores, &mut out);
         let e = 1f32.exp();
         assert!((out[0] - 10.0 * e / (e + 1.0)).abs() < 1e-5);
         assert!((out[1] - 20.0 / (e + 1.0)).abs() < 1e-5);

@@ -86,6 +86,13 @@ impl WeightRef<'_> {
 /// A raw pointer that may be shared between rayon tasks writing disjoint elements.
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr(pub *mut f32);
+
+impl SendPtr {
+    /// The pointer (a method, so closures capture the whole `SendPtr`, which is `Sync`).
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 // SAFETY: only used to write disjoint index sets from parallel tasks, see the call sites.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}

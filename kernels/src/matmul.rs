@@ -47,7 +47,6 @@ pub fn linear(x: &[f32], t: usize, w: WeightRef<'_>, out_dim: usize, in_dim: usi
     let yp = SendPtr(y.as_mut_ptr());
     let per = tasks_for(out_dim, 8);
     (0..out_dim.div_ceil(per)).into_par_iter().for_each(|task| {
-        let yp = yp;
         let (o0, o1) = (task * per, ((task + 1) * per).min(out_dim));
         let mut out4 = [0f32; 4];
         for o in o0..o1 {
@@ -57,13 +56,13 @@ pub fn linear(x: &[f32], t: usize, w: WeightRef<'_>, out_dim: usize, in_dim: usi
                 dot_multi(wr, &rows[ti..ti + 4], &mut out4);
                 for (j, v) in out4.iter().enumerate() {
                     // SAFETY: (ti + j, o) is written by this task only; o is in this task's range.
-                    unsafe { *yp.0.add((ti + j) * out_dim + o) = *v };
+                    unsafe { *yp.get().add((ti + j) * out_dim + o) = *v };
                 }
                 ti += 4;
             }
             for (tt, row) in rows.iter().enumerate().skip(ti) {
                 // SAFETY: as above.
-                unsafe { *yp.0.add(tt * out_dim + o) = dot(wr, row) };
+                unsafe { *yp.get().add(tt * out_dim + o) = dot(wr, row) };
             }
         }
     });
@@ -96,13 +95,12 @@ pub fn matmul_xw(
     let per = tasks_for(out_dim, 64).next_multiple_of(16).min(out_dim);
     let yp = SendPtr(y.as_mut_ptr());
     (0..out_dim.div_ceil(per)).into_par_iter().for_each(|task| {
-        let yp = yp;
         let (c0, c1) = (task * per, ((task + 1) * per).min(out_dim));
         let len = c1 - c0;
         // SAFETY: each task owns columns [c0, c1) of every row of y; the row slices are disjoint
         // from every other task's.
         let mut ys: Vec<&mut [f32]> = (0..t)
-            .map(|tt| unsafe { std::slice::from_raw_parts_mut(yp.0.add(tt * out_dim + c0), len) })
+            .map(|tt| unsafe { std::slice::from_raw_parts_mut(yp.get().add(tt * out_dim + c0), len) })
             .collect();
         if !accumulate {
             ys.iter_mut().for_each(|r| r.fill(0.0));

@@ -1,0 +1,36 @@
+# herd — the two commands: `make run` and `make test`.
+SHELL := /bin/bash
+DEMO_MODEL ?= deploy/models/herd-demo-chat
+BENCH_CONFIG ?= engine/benches/bench16/config.json
+export REDIS_URL ?= redis://127.0.0.1:6379
+export DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/herd
+
+.PHONY: run test services build bench lint
+
+## Start (or reuse) Redis and PostgreSQL, build, and chat with the bundled demo model.
+run: services build
+	@echo "herd: chatting with $(DEMO_MODEL) — type a message, /reset starts over, /quit ends"
+	target/release/herd engine chat --model $(DEMO_MODEL)
+
+## Start (or reuse) Redis and PostgreSQL, then run the whole test suite.
+test: services
+	@if cargo nextest --version >/dev/null 2>&1; then \
+	  cargo nextest run --workspace --no-fail-fast; \
+	else \
+	  cargo test --workspace --no-fail-fast; \
+	fi
+
+services:
+	@bash deploy/local/services.sh
+
+build:
+	cargo build --release -p herd
+
+## Engine throughput on the 16-expert benchmark config (2 threads, as in docs/benchmarks.md).
+bench: build
+	RAYON_NUM_THREADS=2 target/release/herd engine bench --config $(BENCH_CONFIG) --batch 1,4,16
+	RAYON_NUM_THREADS=2 target/release/herd engine bench --config $(BENCH_CONFIG) --dtype bf16 --batch 1
+	RAYON_NUM_THREADS=2 target/release/herd engine bench --config $(BENCH_CONFIG) --dtype f16 --batch 1
+
+lint:
+	cargo clippy --workspace --all-targets -- -D warnings

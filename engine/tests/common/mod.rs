@@ -1,0 +1,50 @@
+//! Helpers shared by the engine's integration tests: fixture paths and golden files.
+#![allow(dead_code)]
+
+use herd_engine::{DType, Model};
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// `engine/tests/fixtures/NAME`.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// The bundled demo chat model, `deploy/models/herd-demo-chat`.
+pub fn demo_model() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/models/herd-demo-chat")
+}
+
+/// The fixtures made by the Hugging Face reference, with what each exercises.
+pub const FIXTURES: [&str; 3] = [
+    "llama4-tiny-scout",  // every layer MoE, top-1, QK norm, llama3 rope (low == high), chunk 16
+    "maverick-like",      // hub layout, dense/MoE interleave, top-2, no QK norm, llama3 blend band
+    "plain-rope-sharded", // bf16, sharded with an index, plain RoPE, 4 experts
+];
+
+pub fn golden(dir: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("golden.json")).expect("golden.json is readable");
+    serde_json::from_str(&text).expect("golden.json is JSON")
+}
+
+pub fn cases<'a>(g: &'a Value, kind: &str) -> Vec<&'a Value> {
+    g["cases"].as_array().expect("cases").iter().filter(|c| c["kind"] == kind).collect()
+}
+
+pub fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().expect("id list").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+}
+
+pub fn tolerance(g: &Value) -> f32 {
+    g["tolerance"]["logits_max_abs"].as_f64().expect("tolerance") as f32
+}
+
+pub fn load(dir: &std::path::Path) -> Model {
+    Model::load(dir, DType::F32).unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
+}
+
+/// Largest absolute difference of two equally long slices.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
