@@ -24,6 +24,7 @@ pub struct BatchResult {
 /// The whole report, printed as JSON.
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
+    /// The config file or checkpoint folder measured.
     pub config: String,
     pub dtype: String,
     pub threads: usize,
@@ -39,10 +40,24 @@ pub struct BenchReport {
     pub kv_cache_bytes_per_sequence: usize,
 }
 
+/// What to benchmark.
+pub enum BenchModel<'a> {
+    /// Random weights built from a `config.json`.
+    Config(&'a Path),
+    /// A checkpoint folder (the same weights another engine reads).
+    Checkpoint(&'a Path),
+}
+
 /// Runs the benchmark.
-pub fn run(config: &Path, dtype: DType, prompt: usize, new: usize, batches: &[usize], seed: u64) -> Result<BenchReport> {
-    let cfg = TextConfig::from_path(config)?;
-    let model = Model::from_source(cfg.clone(), &RandomWeights { seed, std: 0.02 }, dtype)?;
+pub fn run(what: BenchModel<'_>, dtype: DType, prompt: usize, new: usize, batches: &[usize], seed: u64) -> Result<BenchReport> {
+    let (model, source) = match what {
+        BenchModel::Config(path) => {
+            let cfg = TextConfig::from_path(path)?;
+            (Model::from_source(cfg, &RandomWeights { seed, std: 0.02 }, dtype)?, path)
+        }
+        BenchModel::Checkpoint(dir) => (Model::load(dir, dtype)?, dir),
+    };
+    let cfg = model.config().clone();
     let mut rng = Rng::new(seed ^ 0xBE7C);
     let mut results = Vec::new();
     let mut kv_bytes = 0;
@@ -82,7 +97,7 @@ pub fn run(config: &Path, dtype: DType, prompt: usize, new: usize, batches: &[us
         });
     }
     Ok(BenchReport {
-        config: config.display().to_string(),
+        config: source.display().to_string(),
         dtype: format!("{dtype:?}").to_lowercase(),
         threads: rayon::current_num_threads(),
         prompt_tokens: prompt.max(1),

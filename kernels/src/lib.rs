@@ -48,20 +48,7 @@ impl WeightRef<'_> {
 
     /// Copies `out.len()` elements starting at `start`, widened to f32.
     pub fn to_f32_into(&self, start: usize, out: &mut [f32]) {
-        let n = out.len();
-        match self {
-            WeightRef::F32(w) => out.copy_from_slice(&w[start..start + n]),
-            WeightRef::Bf16(w) => {
-                for (o, v) in out.iter_mut().zip(&w[start..start + n]) {
-                    *o = v.to_f32();
-                }
-            }
-            WeightRef::F16(w) => {
-                for (o, v) in out.iter_mut().zip(&w[start..start + n]) {
-                    *o = v.to_f32();
-                }
-            }
-        }
+        crate::simd::widen(self.slice(start, out.len()), out);
     }
 
     /// One element widened to f32 (slow path, for tests and gathers).

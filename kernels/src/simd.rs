@@ -78,6 +78,26 @@ pub fn axpy(y: &mut [f32], a: f32, w: WeightRef<'_>) {
     axpy_scalar(y, a, w)
 }
 
+/// `out[i] = w[i]` widened to f32 (`w` and `out` have the same length).
+pub fn widen(w: WeightRef<'_>, out: &mut [f32]) {
+    assert_eq!(w.len(), out.len(), "widen: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: features checked above; lengths equal.
+        unsafe {
+            match w {
+                WeightRef::F32(w) => out.copy_from_slice(w),
+                WeightRef::Bf16(w) => avx2::widen_bf16(w.as_ptr(), out.as_mut_ptr(), out.len()),
+                WeightRef::F16(w) => avx2::widen_f16(w.as_ptr(), out.as_mut_ptr(), out.len()),
+            }
+        }
+        return;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = w.get(i);
+    }
+}
+
 /// Portable reference of [`dot`].
 pub fn dot_scalar(w: WeightRef<'_>, x: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
@@ -221,6 +241,28 @@ mod avx2 {
         };
     }
 
+    macro_rules! widen {
+        ($t:ty, $ld:ident, $name:ident) => {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub unsafe fn $name(w: *const $t, out: *mut f32, n: usize) {
+                unsafe {
+                    let mut i = 0;
+                    while i + 8 <= n {
+                        _mm256_storeu_ps(out.add(i), $ld(w.add(i)));
+                        i += 8;
+                    }
+                    while i < n {
+                        *out.add(i) = f32::from(*w.add(i));
+                        i += 1;
+                    }
+                }
+            }
+        };
+    }
+
+    widen!(bf16, ld_bf16, widen_bf16);
+    widen!(f16, ld_f16, widen_f16);
+
     kernels!(f32, ld_f32, dot_f32, dot4_f32, axpy_f32);
     kernels!(bf16, ld_bf16, dot_bf16, dot4_bf16, axpy_bf16);
     kernels!(f16, ld_f16, dot_f16, dot4_f16, axpy_f16);
@@ -250,6 +292,9 @@ mod tests {
                 for (o, xv) in out.iter().zip(xs) {
                     assert!((o - dot_scalar(wr, xv)).abs() < 1e-4 * n as f32, "dot4 n={n}");
                 }
+                let mut wide = vec![0f32; n];
+                widen(wr, &mut wide);
+                assert!(wide.iter().enumerate().all(|(i, v)| *v == wr.get(i)), "widen n={n}");
                 let mut y1 = x.clone();
                 let mut y2 = x.clone();
                 axpy(&mut y1, 0.37, wr);

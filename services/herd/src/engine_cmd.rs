@@ -69,11 +69,14 @@ enum EngineCommand {
         #[command(flatten)]
         sampling: SamplingArgs,
     },
-    /// Measure prefill and decode speed on random weights built from a config.json.
+    /// Measure prefill and decode speed on random weights built from a config.json (or a checkpoint).
     Bench {
-        /// A Llama 4 config.json.
+        /// A Llama 4 config.json (random weights).
+        #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+        config: Option<PathBuf>,
+        /// A checkpoint folder instead of random weights.
         #[arg(long)]
-        config: PathBuf,
+        model: Option<PathBuf>,
         #[arg(long, default_value = "f32")]
         dtype: String,
         /// Prompt tokens per sequence.
@@ -197,6 +200,7 @@ pub fn run(args: EngineArgs) -> Result<()> {
                     serde_json::json!({
                         "text": g.text, "finish_reason": g.finish_reason, "prompt_tokens": g.prompt_tokens,
                         "prefill_seconds": g.prefill_seconds, "decode_seconds": g.decode_seconds,
+                        "weight_bytes": m.weight_bytes(), "peak_rss_bytes": bench::peak_rss(),
                     })
                 );
             }
@@ -206,12 +210,17 @@ pub fn run(args: EngineArgs) -> Result<()> {
             let tok = load_tokenizer(&model.model, &m)?;
             chat(&m, &tok, system, max_new_tokens, sampling.params())?;
         }
-        EngineCommand::Bench { config, dtype, prompt, new, batch, seed } => {
+        EngineCommand::Bench { config, model, dtype, prompt, new, batch, seed } => {
             let dtype = parse_dtype(&dtype)?;
             if batch.is_empty() || batch.contains(&0) {
                 bail!("--batch must list batch sizes >= 1");
             }
-            let report = bench::run(&config, dtype, prompt, new, &batch, seed)?;
+            let what = match (&config, &model) {
+                (Some(c), _) => bench::BenchModel::Config(c),
+                (None, Some(m)) => bench::BenchModel::Checkpoint(m),
+                (None, None) => bail!("give --config or --model"),
+            };
+            let report = bench::run(what, dtype, prompt, new, &batch, seed)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         EngineCommand::Info { model } => {
