@@ -28,9 +28,9 @@ build:
 
 ## Engine throughput on the 16-expert benchmark config (2 threads, as in docs/benchmarks.md).
 bench: build
-	RAYON_NUM_THREADS=2 target/release/herd engine bench --config $(BENCH_CONFIG) --batch 1,4,16
-	RAYON_NUM_THREADS=2 target/release/herd engine bench --config $(BENCH_CONFIG) --dtype bf16 --batch 1
-	RAYON_NUM_THREADS=2 target/release/herd engine bench --config $(BENCH_CONFIG) --dtype f16 --batch 1
+	HERD_THREADS=2 target/release/herd engine bench --config $(BENCH_CONFIG) --batch 1,4,16
+	HERD_THREADS=2 target/release/herd engine bench --config $(BENCH_CONFIG) --dtype bf16 --batch 1
+	HERD_THREADS=2 target/release/herd engine bench --config $(BENCH_CONFIG) --dtype f16 --batch 1
 
 lint:
 	cargo clippy --workspace --all-targets -- -D warnings

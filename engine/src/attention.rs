@@ -15,7 +15,7 @@ use candle_core::DType;
 use herd_kernels::attention::{KvRun, attend};
 use herd_kernels::matmul::linear;
 use herd_kernels::norm::l2_norm;
-use rayon::prelude::*;
+use herd_kernels::{SendPtr, pool};
 use std::cell::RefCell;
 
 thread_local! {
@@ -117,24 +117,31 @@ impl Attention {
         let mut out = vec![0f32; t * qd];
         {
             let caches: Vec<&LayerCache> = caches.iter().map(|c| &**c).collect();
-            out.par_chunks_mut(d).enumerate().for_each(|(i, o)| {
-                let (tok, head) = (i / nh, i % nh);
-                let c = caches[step.seq[tok]];
-                let p = step.pos[tok];
-                let lo = match self.chunk {
-                    Some(ch) => (p / ch * ch).max(c.start),
-                    None => c.start,
-                };
-                let n = p + 1 - lo;
-                let off = (lo - c.start) * kvd + (head / group) * d;
-                SCORES.with(|sc| {
-                    let mut sc = sc.borrow_mut();
-                    if sc.len() < n {
-                        sc.resize(n, 0.0);
-                    }
-                    let qv = &q[tok * qd + head * d..tok * qd + (head + 1) * d];
-                    attend(qv, KvRun { keys: &c.k[off..], values: &c.v[off..], n, stride: kvd }, scale, &mut sc, o);
-                });
+            let pairs = t * nh; // (token, head), each writing its own d floats of `out`
+            let per = pairs.div_ceil(pool::threads() * 4).max(1);
+            let outp = SendPtr(out.as_mut_ptr());
+            pool::parallel_for(pairs.div_ceil(per), &|task| {
+                for i in task * per..((task + 1) * per).min(pairs) {
+                    let (tok, head) = (i / nh, i % nh);
+                    let c = caches[step.seq[tok]];
+                    let p = step.pos[tok];
+                    let lo = match self.chunk {
+                        Some(ch) => (p / ch * ch).max(c.start),
+                        None => c.start,
+                    };
+                    let n = p + 1 - lo;
+                    let off = (lo - c.start) * kvd + (head / group) * d;
+                    // SAFETY: pair i owns out[i*d .. (i+1)*d]; pairs are split disjointly among tasks.
+                    let o = unsafe { std::slice::from_raw_parts_mut(outp.get().add(i * d), d) };
+                    SCORES.with(|sc| {
+                        let mut sc = sc.borrow_mut();
+                        if sc.len() < n {
+                            sc.resize(n, 0.0);
+                        }
+                        let qv = &q[tok * qd + head * d..tok * qd + (head + 1) * d];
+                        attend(qv, KvRun { keys: &c.k[off..], values: &c.v[off..], n, stride: kvd }, scale, &mut sc, o);
+                    });
+                }
             });
         }
         for (s, &(a, b)) in step.ranges.iter().enumerate() {

@@ -99,7 +99,7 @@ pub fn run(what: BenchModel<'_>, dtype: DType, prompt: usize, new: usize, batche
     Ok(BenchReport {
         config: source.display().to_string(),
         dtype: format!("{dtype:?}").to_lowercase(),
-        threads: rayon::current_num_threads(),
+        threads: herd_kernels::pool::threads(),
         prompt_tokens: prompt.max(1),
         new_tokens: new,
         weight_bytes: model.weight_bytes(),

@@ -41,12 +41,11 @@ impl Mlp {
         let mut up = vec![0f32; t * i];
         linear(x, t, self.gate_proj.view(), i, h, &mut gate); // [T, inter]
         linear(x, t, self.up_proj.view(), i, h, &mut up); // [T, inter]
-        let mut act = up.clone();
-        silu_mul(&gate, &up, &mut act);
-        let mut out = gate; // reuse: [T, hidden] fits when hidden <= inter, else reallocate
-        out.resize(t * h, 0.0);
-        linear(&act, t, self.down_proj.view(), h, i, &mut out[..t * h]);
-        for (a, b) in y.iter_mut().zip(&out[..t * h]) {
+        let mut act = vec![0f32; t * i];
+        silu_mul(&gate, &up, &mut act); // silu(gate) * up
+        let mut out = vec![0f32; t * h];
+        linear(&act, t, self.down_proj.view(), h, i, &mut out); // [T, hidden]
+        for (a, b) in y.iter_mut().zip(&out) {
             *a += b;
         }
     }

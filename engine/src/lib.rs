@@ -25,6 +25,7 @@ pub use candle_core::DType;
 pub use config::TextConfig;
 pub use error::{Error, Result};
 pub use kv_cache::KvCache;
+pub use herd_kernels::pool::{set_threads, threads};
 pub use model::{LogitsWanted, Model, SeqStep};
 
 /// Parses a dtype name as the CLI and settings spell it: `f32`, `bf16`, `f16`.

@@ -11,6 +11,7 @@ pub mod activation;
 pub mod attention;
 pub mod matmul;
 pub mod norm;
+pub mod pool;
 pub mod simd;
 
 pub use half::{bf16, f16};
@@ -70,13 +71,13 @@ impl WeightRef<'_> {
     }
 }
 
-/// A raw pointer that may be shared between rayon tasks writing disjoint elements.
+/// A raw pointer that may be shared between pool tasks writing disjoint elements.
 #[derive(Clone, Copy)]
-pub(crate) struct SendPtr(pub *mut f32);
+pub struct SendPtr(pub *mut f32);
 
 impl SendPtr {
     /// The pointer (a method, so closures capture the whole `SendPtr`, which is `Sync`).
-    pub(crate) fn get(self) -> *mut f32 {
+    pub fn get(self) -> *mut f32 {
         self.0
     }
 }

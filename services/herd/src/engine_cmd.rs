@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 
 #[derive(Args)]
 pub struct EngineArgs {
-    /// Worker threads for the kernels (default: all cores; also RAYON_NUM_THREADS).
+    /// Threads for the kernels (default: HERD_THREADS, RAYON_NUM_THREADS, or all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -154,8 +154,10 @@ fn load_tokenizer(dir: &Path, model: &Model) -> Result<ChatTokenizer> {
 }
 
 pub fn run(args: EngineArgs) -> Result<()> {
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting up the thread pool")?;
+    if let Some(n) = args.threads
+        && (n == 0 || !herd_engine::set_threads(n))
+    {
+        bail!("--threads must be >= 1 and given before any work starts, got {n}");
     }
     match args.command {
         EngineCommand::Logits { model, ids } => {
