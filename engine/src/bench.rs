@@ -59,6 +59,13 @@ pub fn run(what: BenchModel<'_>, dtype: DType, prompt: usize, new: usize, batche
     };
     let cfg = model.config().clone();
     let mut rng = Rng::new(seed ^ 0xBE7C);
+    // Warm-up (thread start, first-touch of scratch buffers), not timed.
+    {
+        let mut cache = model.new_cache();
+        let warm: Vec<u32> = (0..16).map(|i| i % cfg.vocab_size as u32).collect();
+        model.forward(&mut [SeqStep { tokens: &warm, cache: &mut cache, logits: LogitsWanted::Last }])?;
+        model.forward(&mut [SeqStep { tokens: &warm[..1], cache: &mut cache, logits: LogitsWanted::Last }])?;
+    }
     let mut results = Vec::new();
     let mut kv_bytes = 0;
     for &b in batches {

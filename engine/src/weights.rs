@@ -193,11 +193,26 @@ impl WeightSource for Checkpoint {
         if bytes.len() != shape.iter().product::<usize>() * src.size_in_bytes() {
             return Err(Error::Safetensors { path: path.clone(), message: format!("tensor `{key}` has the wrong byte length") });
         }
-        let t = Tensor::from_raw_buffer(bytes, src, shape, &Device::Cpu)?;
-        let t = if src == dtype { t } else { t.to_dtype(dtype)? };
+        let t = if src == dtype { Tensor::from_raw_buffer(bytes, src, shape, &Device::Cpu)? } else { convert(bytes, src, dtype, shape)? };
         release_pages(mmap, entry.start, entry.end);
         Weight::from_tensor(t)
     }
+}
+
+/// Converts little-endian `bytes` of dtype `src` straight into a tensor of dtype `dst` (one copy,
+/// no intermediate tensor of the source dtype).
+fn convert(bytes: &[u8], src: DType, dst: DType, shape: &[usize]) -> Result<Tensor> {
+    let f32s = bytes.chunks_exact(src.size_in_bytes()).map(|b| match src {
+        DType::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+        DType::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+        _ => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+    });
+    let dev = &Device::Cpu;
+    Ok(match dst {
+        DType::BF16 => Tensor::from_vec(f32s.map(half::bf16::from_f32).collect::<Vec<_>>(), shape, dev)?,
+        DType::F16 => Tensor::from_vec(f32s.map(half::f16::from_f32).collect::<Vec<_>>(), shape, dev)?,
+        _ => Tensor::from_vec(f32s.collect::<Vec<f32>>(), shape, dev)?,
+    })
 }
 
 /// Drops the mapped pages of `[start, end)` from this process (they stay in the page cache).
