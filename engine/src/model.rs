@@ -108,40 +108,30 @@ impl Model {
 
     /// Bytes of all weights held.
     pub fn weight_bytes(&self) -> usize {
-        let layers: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                l.input_layernorm.bytes()
-                    + l.post_attention_layernorm.bytes()
-                    + l.self_attn.bytes()
-                    + match &l.feed_forward {
-                        FeedForward::Dense(m) => m.bytes(),
-                        FeedForward::Moe(m) => m.bytes(),
-                    }
-            })
-            .sum();
-        layers + self.embed_tokens.bytes() + self.norm.bytes() + self.lm_head.as_ref().map_or(0, Weight::bytes)
+        let head = self.lm_head.as_ref().map_or(0, Weight::bytes);
+        self.layer_bytes(false) + self.embed_tokens.bytes() + self.norm.bytes() + head
     }
 
     /// Bytes of weights read to decode one token (attention, routed `top_k` experts, shared
     /// expert or dense MLP, norms, one embedding row, LM head).
     pub fn active_weight_bytes(&self) -> usize {
-        let layers: usize = self
-            .layers
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens).bytes();
+        self.layer_bytes(true) + self.norm.bytes() + head + self.embed_tokens.bytes() / self.cfg.vocab_size
+    }
+
+    /// Bytes of the decoder layers: all of them, or only what one token reads (`active`).
+    fn layer_bytes(&self, active: bool) -> usize {
+        self.layers
             .iter()
             .map(|l| {
-                l.input_layernorm.bytes()
-                    + l.post_attention_layernorm.bytes()
-                    + l.self_attn.bytes()
-                    + match &l.feed_forward {
-                        FeedForward::Dense(m) => m.bytes(),
-                        FeedForward::Moe(m) => m.active_bytes(),
-                    }
+                let ff = match &l.feed_forward {
+                    FeedForward::Dense(m) => m.bytes(),
+                    FeedForward::Moe(m) if active => m.active_bytes(),
+                    FeedForward::Moe(m) => m.bytes(),
+                };
+                l.input_layernorm.bytes() + l.post_attention_layernorm.bytes() + l.self_attn.bytes() + ff
             })
-            .sum();
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens).bytes();
-        layers + self.norm.bytes() + head + self.embed_tokens.bytes() / self.cfg.vocab_size
+            .sum()
     }
 
     /// Tokens routed to each expert of each MoE layer since load: `(layer, counts per expert)`.
