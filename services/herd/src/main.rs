@@ -1,21 +1,41 @@
 //! `herd`: the command line of the herd chatbot backend.
 //!
-//! Today it carries the engine tools (`herd engine …`); the services (`serve`, `gateway`,
-//! `worker`, `admin`, `migrate`) join as they are built.
+//! `serve` (gateway + workers in one process), `gateway`, `worker`, `migrate`, `chat` (a
+//! terminal WhatsApp user for a running herd) and `engine …` (the engine checked directly).
 
+mod chat;
 mod engine_cmd;
+mod services;
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(name = "herd", version, about = "herd: a Llama 4 chatbot backend for messaging platforms")]
 struct Cli {
+    /// Settings file (TOML); also HERD_CONFIG. Every key can be overridden by HERD__SECTION__KEY.
+    #[arg(long, global = true, env = "HERD_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Gateway and workers in one process (small setups, the demo).
+    Serve,
+    /// The webhook gateway only.
+    Gateway,
+    /// Workers only (one engine each).
+    Worker,
+    /// Apply the database migrations and seed the configured tenants, then exit.
+    Migrate,
+    /// Chat in the terminal as a WhatsApp user of a running herd.
+    Chat {
+        /// Your WhatsApp number (wa_id).
+        #[arg(long, default_value = "15550009999")]
+        from: String,
+    },
     /// Run the Llama 4 engine directly: logits, generate, chat, bench, info.
     Engine(engine_cmd::EngineArgs),
 }
@@ -24,6 +44,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Engine(args) => engine_cmd::run(args),
+        other => run_service(cli.config, other),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -32,4 +53,38 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn run_service(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> {
+    herd_core::telemetry::init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let settings = services::settings(config.as_deref())?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        match command {
+            Command::Chat { from } => chat::run(&settings, &from).await,
+            Command::Migrate => {
+                services::store(&settings).await?;
+                eprintln!("migrations applied, tenants seeded");
+                Ok(())
+            }
+            Command::Gateway => {
+                let (store, queue) = (services::store(&settings).await?, services::queue(&settings).await?);
+                services::run_gateway(&settings, store, queue, services::shutdown_signal()).await
+            }
+            Command::Worker => {
+                let (store, queue) = (services::store(&settings).await?, services::queue(&settings).await?);
+                services::run_workers(&settings, store, queue, services::shutdown_signal()).await
+            }
+            Command::Serve => {
+                let (store, queue) = (services::store(&settings).await?, services::queue(&settings).await?);
+                let stop = services::shutdown_signal();
+                let gw = services::run_gateway(&settings, store.clone(), queue.clone(), stop.clone());
+                let wk = services::run_workers(&settings, store, queue, stop);
+                let (g, w) = tokio::join!(gw, wk);
+                g.and(w)
+            }
+            Command::Engine(_) => unreachable!("handled before"),
+        }
+    })
 }

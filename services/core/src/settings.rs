@@ -1,0 +1,335 @@
+//! herd's settings: one TOML file (`--config` or `HERD_CONFIG`), every key overridable by an
+//! environment variable `HERD__SECTION__KEY` (e.g. `HERD__WORKER__CONCURRENCY=4`); `REDIS_URL`
+//! and `DATABASE_URL` are honoured too. Unknown keys are errors naming the key.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Errors reading the settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// All settings, with their defaults.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Redis (queue, dedup, locks, counters).
+    pub redis_url: String,
+    /// PostgreSQL (tenants, channels, conversations, messages, deliveries).
+    pub database_url: String,
+    pub gateway: GatewaySettings,
+    pub queue: QueueSettings,
+    pub worker: WorkerSettings,
+    pub limits: LimitSettings,
+    pub platforms: PlatformSettings,
+    /// Tenants and channels seeded into PostgreSQL at start (the demo's, or a small deployment's).
+    pub tenants: Vec<TenantSeed>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySettings {
+    /// Address the webhook gateway listens on.
+    pub listen: String,
+    /// Largest webhook body accepted (larger → 413).
+    pub max_body_bytes: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    /// Prefix of every Redis key herd writes.
+    pub key_prefix: String,
+    /// Consumer group of the workers.
+    pub group: String,
+    /// Approximate length the turn stream is trimmed to (`MAXLEN ~`).
+    pub maxlen: usize,
+    /// How long a platform message id is remembered for dedup (Meta retries for up to 7 days).
+    pub dedup_ttl_secs: u64,
+    /// An entry pending this long is taken over from its (presumed dead) worker; keep it above the
+    /// longest generation.
+    pub claim_idle_ms: u64,
+    /// Deliveries of one entry before it goes to the dead-letter stream.
+    pub max_deliveries: u64,
+    /// Lifetime of a conversation lock; refreshed while a reply is generated.
+    pub lock_ttl_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Worker loops `herd serve` runs (each with its own engine).
+    pub count: usize,
+    /// Conversations one worker handles at once.
+    pub concurrency: usize,
+    /// Model folder.
+    pub model: String,
+    /// Dtype the weights are held in: f32, bf16 or f16.
+    pub dtype: String,
+    pub max_new_tokens: usize,
+    /// Prompt budget: older turns are dropped to fit.
+    pub context_tokens: usize,
+    /// System prompt of every conversation.
+    pub system_prompt: String,
+    /// Tries of one Send API call on rate limits and 5xx.
+    pub send_attempts: u32,
+    /// First retry delay; doubles each retry.
+    pub retry_base_ms: u64,
+    /// How long a stopping worker waits for in-flight turns.
+    pub shutdown_grace_ms: u64,
+    /// Stream entries read per call.
+    pub read_batch: usize,
+    /// Longest blocking read, milliseconds.
+    pub block_ms: u64,
+    /// Sampling temperature (0 = greedy).
+    pub temperature: f32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Messages one sender may send per minute before "slow down".
+    pub sender_per_minute: u32,
+    /// Messages one tenant may receive per second.
+    pub tenant_per_second: u32,
+    /// The reply sent (once per window) to a rate-limited sender.
+    pub slow_down_text: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlatformSettings {
+    /// Graph API version in Send API paths.
+    pub graph_api_version: String,
+    /// Base URL of the WhatsApp Cloud API (tests and the demo point it at a local server).
+    pub whatsapp_base_url: String,
+    /// Base URL of the Messenger Send API.
+    pub messenger_base_url: String,
+    /// Base URL of the Instagram messaging API.
+    pub instagram_base_url: String,
+    /// Timeout of one Send API call, milliseconds.
+    pub send_timeout_ms: u64,
+}
+
+/// A tenant and its channels, seeded at start.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSeed {
+    pub name: String,
+    #[serde(default)]
+    pub channels: Vec<ChannelSeed>,
+}
+
+/// A channel: one WhatsApp number, Facebook Page or Instagram account.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSeed {
+    /// `whatsapp`, `messenger` or `instagram`.
+    pub platform: String,
+    /// WhatsApp `phone_number_id`, Page id or Instagram account id.
+    pub external_id: String,
+    /// App secret: webhooks are signed with it.
+    pub app_secret: String,
+    /// Token echoed in the webhook verification handshake.
+    pub verify_token: String,
+    /// Token for the Send API.
+    pub access_token: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            redis_url: "redis://127.0.0.1:6379".into(),
+            database_url: "postgres://postgres:postgres@127.0.0.1:5432/herd".into(),
+            gateway: GatewaySettings::default(),
+            queue: QueueSettings::default(),
+            worker: WorkerSettings::default(),
+            limits: LimitSettings::default(),
+            platforms: PlatformSettings::default(),
+            tenants: Vec::new(),
+        }
+    }
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8080".into(), max_body_bytes: 3 * 1024 * 1024 }
+    }
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            key_prefix: "herd".into(),
+            group: "workers".into(),
+            maxlen: 1_000_000,
+            dedup_ttl_secs: 7 * 24 * 3600,
+            claim_idle_ms: 120_000,
+            max_deliveries: 5,
+            lock_ttl_ms: 30_000,
+        }
+    }
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            count: 1,
+            concurrency: 8,
+            model: "deploy/models/herd-demo-chat".into(),
+            dtype: "f32".into(),
+            max_new_tokens: 256,
+            context_tokens: 2048,
+            system_prompt: String::new(),
+            send_attempts: 5,
+            retry_base_ms: 200,
+            shutdown_grace_ms: 10_000,
+            read_batch: 16,
+            block_ms: 2_000,
+            temperature: 0.0,
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            sender_per_minute: 30,
+            tenant_per_second: 200,
+            slow_down_text: "You are sending messages very fast; please slow down a little.".into(),
+        }
+    }
+}
+
+impl Default for PlatformSettings {
+    fn default() -> Self {
+        Self {
+            graph_api_version: "v21.0".into(),
+            whatsapp_base_url: "https://graph.facebook.com".into(),
+            messenger_base_url: "https://graph.facebook.com".into(),
+            instagram_base_url: "https://graph.instagram.com".into(),
+            send_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads `path` (or `HERD_CONFIG`, or only defaults), then applies the environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, SettingsError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let from_env = std::env::var("HERD_CONFIG").ok().map(PathBuf::from);
+        let path = path.map(Path::to_path_buf).or(from_env);
+        let text = match &path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| SettingsError::Io { path: p.clone(), source })?,
+            None => String::new(),
+        };
+        let name = path.as_ref().map_or_else(|| "settings".to_string(), |p| p.display().to_string());
+        Self::from_toml(&text, &name, &env)
+    }
+
+    /// Parses TOML text (`name` names it in errors) with the given environment applied.
+    pub fn from_toml(text: &str, name: &str, env: &[(String, String)]) -> Result<Self, SettingsError> {
+        let mut table: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| SettingsError::Invalid { path: name.into(), message: e.to_string() })?;
+        for (k, v) in env {
+            let key = match k.as_str() {
+                "REDIS_URL" if !env.iter().any(|(k, _)| k == "HERD__REDIS_URL") => "redis_url".to_string(),
+                "DATABASE_URL" if !env.iter().any(|(k, _)| k == "HERD__DATABASE_URL") => "database_url".to_string(),
+                _ => match k.strip_prefix("HERD__") {
+                    Some(rest) => rest.to_lowercase().replace("__", "."),
+                    None => continue,
+                },
+            };
+            set_path(&mut table, &key, v).map_err(|message| SettingsError::Invalid { path: format!("environment {k}"), message })?;
+        }
+        let s: Settings = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| SettingsError::Invalid { path: name.into(), message: e.to_string() })?;
+        s.validate().map_err(|message| SettingsError::Invalid { path: name.into(), message })?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.worker.concurrency == 0 {
+            return Err("`worker.concurrency` must be >= 1, got 0".into());
+        }
+        if self.queue.max_deliveries == 0 {
+            return Err("`queue.max_deliveries` must be >= 1, got 0".into());
+        }
+        if self.limits.sender_per_minute == 0 || self.limits.tenant_per_second == 0 {
+            return Err("`limits.*` must be >= 1".into());
+        }
+        for (ti, t) in self.tenants.iter().enumerate() {
+            for (ci, c) in t.channels.iter().enumerate() {
+                if crate::Platform::parse(&c.platform).is_none() {
+                    return Err(format!(
+                        "`tenants[{ti}].channels[{ci}].platform` must be whatsapp, messenger or instagram, got {:?}",
+                        c.platform
+                    ));
+                }
+                if c.external_id.is_empty() || c.app_secret.is_empty() {
+                    return Err(format!("`tenants[{ti}].channels[{ci}]`: external_id and app_secret must not be empty"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sets `a.b.c = value` in a TOML table; the value is read as TOML when it parses (numbers,
+/// booleans), else as a string.
+fn set_path(table: &mut toml::Table, key: &str, value: &str) -> Result<(), String> {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().ok_or("empty key")?;
+    let mut t = table;
+    for p in parts {
+        let entry = t.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        t = entry.as_table_mut().ok_or_else(|| format!("`{p}` is not a section"))?;
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !v.is_table())
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    t.insert(last.to_string(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_apply_and_the_environment_overrides_the_file() {
+        let text = "[worker]\nconcurrency = 3\nmodel = \"m\"\n";
+        let s = Settings::from_toml(text, "t.toml", &env(&[("HERD__WORKER__CONCURRENCY", "5"), ("REDIS_URL", "redis://x:1")]))
+            .expect("valid");
+        assert_eq!(s.worker.concurrency, 5);
+        assert_eq!(s.worker.model, "m");
+        assert_eq!(s.redis_url, "redis://x:1");
+        assert_eq!(s.gateway.max_body_bytes, 3 * 1024 * 1024);
+        let s = Settings::from_toml("", "t", &env(&[("HERD__WORKER__SYSTEM_PROMPT", "Be kind.")])).expect("valid");
+        assert_eq!(s.worker.system_prompt, "Be kind.");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = Settings::from_toml("[worker]\nconcurency = 3\n", "t.toml", &[]).expect_err("typo");
+        assert!(e.to_string().contains("concurency") && e.to_string().contains("t.toml"), "{e}");
+        let e = Settings::from_toml("", "t", &env(&[("HERD__WORKER__CONCURRENCY", "0")])).expect_err("zero");
+        assert!(e.to_string().contains("worker.concurrency"), "{e}");
+        let bad = "[[tenants]]\nname = \"a\"\n[[tenants.channels]]\nplatform = \"telegram\"\nexternal_id = \"1\"\napp_secret = \"s\"\nverify_token = \"v\"\naccess_token = \"t\"\n";
+        let e = Settings::from_toml(bad, "t", &[]).expect_err("platform");
+        assert!(e.to_string().contains("tenants[0].channels[0].platform"), "{e}");
+    }
+}

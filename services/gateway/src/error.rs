@@ -1,0 +1,47 @@
+//! The gateway's one error type and its one mapping to HTTP responses.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Why a webhook request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("request body is not valid JSON: {0}")]
+    BadJson(String),
+    #[error("unknown platform {0:?}")]
+    UnknownPlatform(String),
+    #[error("signature check failed: {0}")]
+    Unauthorized(String),
+    #[error("verification token mismatch")]
+    Forbidden,
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl GatewayError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            GatewayError::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json"),
+            GatewayError::UnknownPlatform(_) => (StatusCode::NOT_FOUND, "unknown_platform"),
+            GatewayError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "bad_signature"),
+            GatewayError::Forbidden => (StatusCode::FORBIDDEN, "bad_verify_token"),
+            GatewayError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "webhook failed");
+        } else {
+            tracing::warn!(error = %self, "webhook refused");
+        }
+        // The cause of a server error stays in the log; clients get the stable code.
+        let message = if status.is_server_error() { "try again later".to_string() } else { self.to_string() };
+        (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+    }
+}

@@ -1,0 +1,85 @@
+//! `herd serve`, `herd gateway`, `herd worker`, `herd migrate`.
+
+use anyhow::{Context, Result};
+use herd_core::Settings;
+use herd_queue::Queue;
+use herd_store::Store;
+use herd_worker::{AllowAll, EngineHandle, Worker};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Loads the settings file (or `HERD_CONFIG`, or defaults) with the environment applied.
+pub fn settings(path: Option<&Path>) -> Result<Settings> {
+    Settings::load(path).context("reading the settings")
+}
+
+/// Connects to PostgreSQL, applies migrations and seeds the configured tenants.
+pub async fn store(s: &Settings) -> Result<Store> {
+    let store = Store::connect(&s.database_url).await.with_context(|| format!("connecting to PostgreSQL at {}", redact(&s.database_url)))?;
+    store.migrate().await.context("applying migrations")?;
+    store.seed(&s.tenants).await.context("seeding tenants and channels")?;
+    Ok(store)
+}
+
+pub async fn queue(s: &Settings) -> Result<Queue> {
+    Queue::connect(&s.redis_url, s.queue.clone()).await.with_context(|| format!("connecting to Redis at {}", redact(&s.redis_url)))
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(a), Some(b)) if b > a => format!("{}***{}", &url[..a + 3], &url[b..]),
+        _ => url.to_string(),
+    }
+}
+
+/// A watch that turns true on Ctrl-C or SIGTERM.
+pub fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn wait(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            break;
+        }
+    }
+}
+
+pub async fn run_gateway(s: &Settings, store: Store, queue: Queue, shutdown: watch::Receiver<bool>) -> Result<()> {
+    let state = herd_gateway::state(s, store, queue).await.context("loading channels")?;
+    let listener = tokio::net::TcpListener::bind(&s.gateway.listen).await.with_context(|| format!("listening on {}", s.gateway.listen))?;
+    tracing::info!(listen = %s.gateway.listen, "gateway listening");
+    herd_gateway::serve(listener, state, wait(shutdown)).await.context("serving the gateway")
+}
+
+pub async fn run_workers(s: &Settings, store: Store, queue: Queue, shutdown: watch::Receiver<bool>) -> Result<()> {
+    let settings = Arc::new(s.clone());
+    let mut set = tokio::task::JoinSet::new();
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "herd".into());
+    for i in 0..s.worker.count.max(1) {
+        let cfg = &s.worker;
+        let engine = EngineHandle::start(Path::new(&cfg.model), &cfg.dtype, cfg.concurrency * 4, cfg.context_tokens)
+            .with_context(|| format!("loading the model {}", cfg.model))?;
+        let name = format!("{host}-{}-{i}", std::process::id());
+        let w = Worker::new(name, settings.clone(), store.clone(), queue.clone(), engine, Arc::new(AllowAll));
+        set.spawn(w.run(shutdown.clone()));
+    }
+    while set.join_next().await.is_some() {}
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! herd-queue: the Redis side of herd — the turn stream (consumer group, at-least-once with
+//! `XACK`, reclaim of a dead worker's entries with `XAUTOCLAIM`, dead letters), dedup of platform
+//! message ids, conversation locks and small once-per-window flags.
+
+use herd_core::settings::QueueSettings;
+use herd_core::{InboundMessage, StatusUpdate};
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamMaxlen, StreamPendingCountReply, StreamReadOptions, StreamReadReply};
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+
+/// Errors of the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("stream entry {id}: {message}")]
+    BadEntry { id: String, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What a stream entry asks the worker to do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Job {
+    /// A user's message to record and (unless rate-limited) answer.
+    Message { channel_id: i64, tenant_id: i64, message: InboundMessage, rate_limited: bool },
+    /// A delivery status to apply.
+    Status { channel_id: i64, status: StatusUpdate },
+}
+
+/// One stream entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub job: Job,
+    /// When the gateway accepted it (ms since the epoch), for queue-wait latency.
+    pub received_at_ms: i64,
+    /// W3C trace context of the webhook request, carried to the worker.
+    pub traceparent: Option<String>,
+}
+
+/// An entry handed to a worker.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub id: String,
+    pub entry: Entry,
+    /// How many times this entry has been delivered (1 the first time).
+    pub deliveries: u64,
+}
+
+/// Handle to the queue (cheap to clone).
+#[derive(Clone)]
+pub struct Queue {
+    url: String,
+    conn: ConnectionManager,
+    /// Blocking reads get a connection of their own: on a shared one, `XREADGROUP BLOCK` would
+    /// hold up every other command behind it.
+    reader: Option<ConnectionManager>,
+    cfg: QueueSettings,
+    stream: String,
+    dead: String,
+}
+
+impl Queue {
+    /// Connects and makes sure the consumer group exists.
+    pub async fn connect(url: &str, cfg: QueueSettings) -> Result<Self> {
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new(client).await?;
+        let stream = format!("{}:turns", cfg.key_prefix);
+        let dead = format!("{}:turns:dead", cfg.key_prefix);
+        let q = Self { url: url.to_string(), conn, reader: None, cfg, stream, dead };
+        q.ensure_group().await?;
+        Ok(q)
+    }
+
+    /// A clone with its own connection for blocking reads (one per consuming loop).
+    pub async fn with_reader(&self) -> Result<Self> {
+        let client = redis::Client::open(self.url.as_str())?;
+        let cfg = redis::aio::ConnectionManagerConfig::new().set_response_timeout(None);
+        let reader = ConnectionManager::new_with_config(client, cfg).await?;
+        Ok(Self { reader: Some(reader), ..self.clone() })
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &QueueSettings {
+        &self.cfg
+    }
+
+    /// Key of the turn stream.
+    pub fn stream_key(&self) -> &str {
+        &self.stream
+    }
+
+    /// Key of the dead-letter stream.
+    pub fn dead_letter_key(&self) -> &str {
+        &self.dead
+    }
+
+    /// A key under the configured prefix.
+    pub fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.cfg.key_prefix)
+    }
+
+    /// A clone of the connection for ad-hoc commands (metrics, tests).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    async fn ensure_group(&self) -> Result<()> {
+        let mut c = self.conn.clone();
+        let r: redis::RedisResult<()> =
+            redis::cmd("XGROUP").arg("CREATE").arg(&self.stream).arg(&self.cfg.group).arg("0").arg("MKSTREAM").query_async(&mut c).await;
+        match r {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    /// True the first time a platform message id is seen within the dedup window (one atomic
+    /// `SET NX EX`).
+    pub async fn first_seen(&self, platform: &str, message_id: &str) -> Result<bool> {
+        let mut c = self.conn.clone();
+        let key = self.key(&format!("seen:{platform}:{message_id}"));
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(self.cfg.dedup_ttl_secs)
+            .query_async(&mut c)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Forgets a dedup mark (when enqueueing failed, so the platform's retry is taken).
+    pub async fn forget_seen(&self, platform: &str, message_id: &str) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: () = c.del(self.key(&format!("seen:{platform}:{message_id}"))).await?;
+        Ok(())
+    }
+
+    /// Appends an entry (`MAXLEN ~` trimmed); returns its id.
+    pub async fn enqueue(&self, entry: &Entry) -> Result<String> {
+        let mut c = self.conn.clone();
+        let data = serde_json::to_string(entry).map_err(|e| Error::BadEntry { id: "-".into(), message: e.to_string() })?;
+        let id: String = c.xadd_maxlen(&self.stream, StreamMaxlen::Approx(self.cfg.maxlen), "*", &[("data", data)]).await?;
+        Ok(id)
+    }
+
+    /// Reads up to `count` new entries for `consumer`, blocking up to `block_ms`.
+    /// Call it on a [`Queue::with_reader`] clone.
+    pub async fn read(&self, consumer: &str, count: usize, block_ms: u64) -> Result<Vec<Delivery>> {
+        let mut c = self.reader.clone().unwrap_or_else(|| self.conn.clone());
+        let opts = StreamReadOptions::default().group(&self.cfg.group, consumer).count(count).block(block_ms as usize);
+        let reply: Option<StreamReadReply> = c.xread_options(&[&self.stream], &[">"], &opts).await?;
+        let mut out = Vec::new();
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            for id in key.ids {
+                out.push(self.decode(id, 1).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes over up to `count` entries pending longer than `claim_idle_ms` (their worker is
+    /// presumed dead).
+    pub async fn claim_stale(&self, consumer: &str, count: usize) -> Result<Vec<Delivery>> {
+        let mut c = self.conn.clone();
+        let reply: StreamAutoClaimReply = c
+            .xautoclaim_options(&self.stream, &self.cfg.group, consumer, self.cfg.claim_idle_ms, "0-0", StreamAutoClaimOptions::default().count(count))
+            .await?;
+        let mut out = Vec::new();
+        for id in reply.claimed {
+            let n = self.delivery_count(&id.id).await?;
+            out.push(self.decode(id, n).await?);
+        }
+        Ok(out)
+    }
+
+    async fn delivery_count(&self, id: &str) -> Result<u64> {
+        let mut c = self.conn.clone();
+        let p: StreamPendingCountReply = c.xpending_count(&self.stream, &self.cfg.group, id, id, 1).await?;
+        Ok(p.ids.first().map_or(1, |p| p.times_delivered as u64))
+    }
+
+    async fn decode(&self, id: redis::streams::StreamId, deliveries: u64) -> Result<Delivery> {
+        let data: Option<String> = id.get("data");
+        let entry = data
+            .as_deref()
+            .ok_or_else(|| "no data field".to_string())
+            .and_then(|d| serde_json::from_str::<Entry>(d).map_err(|e| e.to_string()));
+        match entry {
+            Ok(entry) => Ok(Delivery { id: id.id, entry, deliveries }),
+            Err(message) => {
+                // An entry no worker can read is dead-lettered at once rather than retried forever.
+                self.dead_letter_raw(&id.id, data.as_deref().unwrap_or(""), &message).await?;
+                Err(Error::BadEntry { id: id.id, message })
+            }
+        }
+    }
+
+    /// Acknowledges an entry: it is done.
+    pub async fn ack(&self, id: &str) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: i64 = c.xack(&self.stream, &self.cfg.group, &[id]).await?;
+        Ok(())
+    }
+
+    /// Moves an entry to the dead-letter stream with the reason, and acknowledges it.
+    pub async fn dead_letter(&self, d: &Delivery, reason: &str) -> Result<()> {
+        let data = serde_json::to_string(&d.entry).unwrap_or_default();
+        self.dead_letter_raw(&d.id, &data, reason).await
+    }
+
+    async fn dead_letter_raw(&self, id: &str, data: &str, reason: &str) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: String = c
+            .xadd_maxlen(&self.dead, StreamMaxlen::Approx(self.cfg.maxlen), "*", &[("data", data), ("reason", reason), ("source_id", id)])
+            .await?;
+        let _: i64 = c.xack(&self.stream, &self.cfg.group, &[id]).await?;
+        Ok(())
+    }
+
+    /// Takes the lock of a conversation for `owner` for `ttl_ms`; false when someone else holds it.
+    pub async fn lock(&self, conversation: i64, owner: &str) -> Result<bool> {
+        let mut c = self.conn.clone();
+        let r: Option<String> = redis::cmd("SET")
+            .arg(self.key(&format!("lock:conv:{conversation}")))
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.cfg.lock_ttl_ms)
+            .query_async(&mut c)
+            .await?;
+        Ok(r.is_some())
+    }
+
+    /// Extends a lock `owner` holds; false when it is no longer theirs.
+    pub async fn refresh_lock(&self, conversation: i64, owner: &str) -> Result<bool> {
+        let script = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
+        );
+        let mut c = self.conn.clone();
+        let r: i64 = script.key(self.key(&format!("lock:conv:{conversation}"))).arg(owner).arg(self.cfg.lock_ttl_ms).invoke_async(&mut c).await?;
+        Ok(r == 1)
+    }
+
+    /// Releases a lock if `owner` still holds it.
+    pub async fn unlock(&self, conversation: i64, owner: &str) -> Result<()> {
+        let script = redis::Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end");
+        let mut c = self.conn.clone();
+        let _: i64 = script.key(self.key(&format!("lock:conv:{conversation}"))).arg(owner).invoke_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// True at most once per `ttl_secs` for `name` (e.g. one "slow down" reply per sender).
+    pub async fn once_per(&self, name: &str, ttl_secs: u64) -> Result<bool> {
+        let mut c = self.conn.clone();
+        let r: Option<String> =
+            redis::cmd("SET").arg(self.key(&format!("once:{name}"))).arg(1).arg("NX").arg("EX").arg(ttl_secs).query_async(&mut c).await?;
+        Ok(r.is_some())
+    }
+
+    /// Entries read but not yet acknowledged.
+    pub async fn pending_count(&self) -> Result<u64> {
+        let mut c = self.conn.clone();
+        let v: redis::Value = redis::cmd("XPENDING").arg(&self.stream).arg(&self.cfg.group).query_async(&mut c).await?;
+        Ok(match v {
+            redis::Value::Array(items) => match items.first() {
+                Some(redis::Value::Int(n)) => *n as u64,
+                _ => 0,
+            },
+            _ => 0,
+        })
+    }
+}

@@ -1,0 +1,347 @@
+//! herd-store: PostgreSQL access (sqlx) for tenants, channels, users, conversations, messages,
+//! the reply outbox and deliveries. Migrations in `migrations/` are embedded and applied by
+//! [`Store::migrate`].
+
+use herd_core::settings::TenantSeed;
+use herd_core::{DeliveryState, InboundMessage, Platform, StatusUpdate};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Row;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A channel as stored.
+#[derive(Clone, Debug)]
+pub struct Channel {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub platform: Platform,
+    pub external_id: String,
+    pub app_secret: String,
+    pub verify_token: String,
+    pub access_token: String,
+}
+
+/// An inbound message waiting for (or given) a reply.
+#[derive(Clone, Debug)]
+pub struct InboundRow {
+    pub id: i64,
+    pub conversation_id: i64,
+    pub platform_message_id: String,
+    pub body: String,
+    pub kind: String,
+    pub status: String,
+}
+
+/// One turn of a conversation's history, oldest first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Turn {
+    pub inbound: bool,
+    pub body: String,
+}
+
+/// Measurements recorded with an outbound message.
+#[derive(Clone, Debug, Default)]
+pub struct ReplyMetrics {
+    pub tokens_in: i32,
+    pub tokens_out: i32,
+    pub queue_wait_ms: i32,
+    pub ttft_ms: i32,
+    pub generation_ms: i32,
+    pub send_ms: i32,
+    pub end_to_end_ms: i32,
+}
+
+/// Handle to the database (cheap to clone).
+#[derive(Clone)]
+pub struct Store {
+    pub pool: PgPool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+impl Store {
+    /// Connects to `url`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new().max_connections(16).connect(url).await?;
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Creates or updates the configured tenants and channels.
+    pub async fn seed(&self, tenants: &[TenantSeed]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for t in tenants {
+            let tid: i64 = sqlx::query_scalar(
+                "INSERT INTO tenants (name) VALUES ($1) ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+            )
+            .bind(&t.name)
+            .fetch_one(&mut *tx)
+            .await?;
+            for c in &t.channels {
+                sqlx::query(
+                    "INSERT INTO channels (tenant_id, platform, external_id, app_secret, verify_token, access_token)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (platform, external_id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id,
+                       app_secret = EXCLUDED.app_secret, verify_token = EXCLUDED.verify_token,
+                       access_token = EXCLUDED.access_token",
+                )
+                .bind(tid)
+                .bind(&c.platform)
+                .bind(&c.external_id)
+                .bind(&c.app_secret)
+                .bind(&c.verify_token)
+                .bind(&c.access_token)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every channel.
+    pub async fn channels(&self) -> Result<Vec<Channel>> {
+        let rows = sqlx::query("SELECT id, tenant_id, platform, external_id, app_secret, verify_token, access_token FROM channels")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                Some(Channel {
+                    id: r.get("id"),
+                    tenant_id: r.get("tenant_id"),
+                    platform: Platform::parse(r.get::<&str, _>("platform"))?,
+                    external_id: r.get("external_id"),
+                    app_secret: r.get("app_secret"),
+                    verify_token: r.get("verify_token"),
+                    access_token: r.get("access_token"),
+                })
+            })
+            .collect())
+    }
+
+    /// Records an inbound message (creating its user and conversation) with `status`; a message
+    /// already recorded is left as it is. Returns the row.
+    pub async fn record_inbound(&self, channel: &Channel, m: &InboundMessage, status: &str) -> Result<InboundRow> {
+        let mut tx = self.pool.begin().await?;
+        let user_id: i64 = sqlx::query_scalar(
+            "INSERT INTO users (tenant_id, platform, external_id, name) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (tenant_id, platform, external_id) DO UPDATE SET name = COALESCE(EXCLUDED.name, users.name)
+             RETURNING id",
+        )
+        .bind(channel.tenant_id)
+        .bind(m.platform.as_str())
+        .bind(&m.sender)
+        .bind(&m.sender_name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let conv_id: i64 = sqlx::query_scalar(
+            "INSERT INTO conversations (channel_id, user_id) VALUES ($1, $2)
+             ON CONFLICT (channel_id, user_id) DO UPDATE SET last_message_at = now() RETURNING id",
+        )
+        .bind(channel.id)
+        .bind(user_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let payload = serde_json::to_value(&m.content).unwrap_or(serde_json::Value::Null);
+        sqlx::query(
+            "INSERT INTO messages (conversation_id, channel_id, direction, platform_message_id, kind, body, payload, status, platform_ts)
+             VALUES ($1, $2, 'in', $3, $4, $5, $6, $7, to_timestamp($8))
+             ON CONFLICT (channel_id, platform_message_id) WHERE direction = 'in' DO NOTHING",
+        )
+        .bind(conv_id)
+        .bind(channel.id)
+        .bind(&m.platform_message_id)
+        .bind(m.content.kind())
+        .bind(m.content.as_prompt_text())
+        .bind(payload)
+        .bind(status)
+        .bind(m.timestamp as f64)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(
+            "SELECT id, conversation_id, platform_message_id, body, kind, status FROM messages
+             WHERE channel_id = $1 AND platform_message_id = $2 AND direction = 'in'",
+        )
+        .bind(channel.id)
+        .bind(&m.platform_message_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(inbound_row(&row))
+    }
+
+    /// The oldest inbound message of a conversation still waiting for its reply.
+    pub async fn oldest_pending(&self, conversation_id: i64) -> Result<Option<InboundRow>> {
+        let row = sqlx::query(
+            "SELECT id, conversation_id, platform_message_id, body, kind, status FROM messages
+             WHERE conversation_id = $1 AND direction = 'in' AND status = 'pending' ORDER BY id LIMIT 1",
+        )
+        .bind(conversation_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(inbound_row))
+    }
+
+    /// Up to `limit` turns of a conversation before and including inbound message `upto`, oldest
+    /// first: answered inbound messages and herd's replies (the pieces of a split reply joined).
+    pub async fn history(&self, conversation_id: i64, upto: i64, limit: i64) -> Result<Vec<Turn>> {
+        let rows = sqlx::query(
+            "SELECT direction, body FROM (
+               SELECT id, direction, body FROM messages
+               WHERE conversation_id = $1 AND id <= $2 AND (
+                 (direction = 'in' AND (status = 'answered' OR id = $2)) OR
+                 (direction = 'out' AND reply_to IS NOT NULL))
+               ORDER BY id DESC LIMIT $3) t ORDER BY id",
+        )
+        .bind(conversation_id)
+        .bind(upto)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut turns: Vec<Turn> = Vec::new();
+        for r in rows {
+            let inbound = r.get::<&str, _>("direction") == "in";
+            let body: String = r.get("body");
+            match turns.last_mut() {
+                Some(last) if !inbound && !last.inbound => {
+                    last.body.push(' ');
+                    last.body.push_str(&body);
+                }
+                _ => turns.push(Turn { inbound, body }),
+            }
+        }
+        Ok(turns)
+    }
+
+    /// Sets an inbound message's status.
+    pub async fn set_status(&self, message_id: i64, status: &str) -> Result<()> {
+        sqlx::query("UPDATE messages SET status = $2 WHERE id = $1").bind(message_id).bind(status).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The outbox state of an inbound message, if a reply was started.
+    pub async fn outbox_state(&self, inbound_id: i64) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT state FROM outbox WHERE inbound_id = $1").bind(inbound_id).fetch_optional(&self.pool).await?)
+    }
+
+    /// Starts the reply of an inbound message; false when one was already started (never send twice).
+    pub async fn outbox_begin(&self, inbound_id: i64, reply: &str) -> Result<bool> {
+        let r = sqlx::query("INSERT INTO outbox (inbound_id, state, reply) VALUES ($1, 'sending', $2) ON CONFLICT DO NOTHING")
+            .bind(inbound_id)
+            .bind(reply)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Ends the reply of an inbound message with `state` (sent, failed, expired) and sets the
+    /// inbound message's status.
+    pub async fn outbox_finish(&self, inbound_id: i64, state: &str, attempts: i32, error: Option<&str>, inbound_status: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE outbox SET state = $2, attempts = $3, last_error = $4, updated_at = now() WHERE inbound_id = $1")
+            .bind(inbound_id)
+            .bind(state)
+            .bind(attempts)
+            .bind(error)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE messages SET status = $2 WHERE id = $1").bind(inbound_id).bind(inbound_status).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records one sent piece of a reply and its delivery.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_outbound(
+        &self,
+        inbound: &InboundRow,
+        channel_id: i64,
+        part: i32,
+        body: &str,
+        platform_message_id: Option<&str>,
+        metrics: &ReplyMetrics,
+    ) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO messages (conversation_id, channel_id, direction, platform_message_id, kind, body, status, reply_to, part,
+               tokens_in, tokens_out, queue_wait_ms, ttft_ms, generation_ms, send_ms, end_to_end_ms)
+             VALUES ($1, $2, 'out', $3, 'text', $4, 'sent', $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+        )
+        .bind(inbound.conversation_id)
+        .bind(channel_id)
+        .bind(platform_message_id)
+        .bind(body)
+        .bind(inbound.id)
+        .bind(part)
+        .bind(metrics.tokens_in)
+        .bind(metrics.tokens_out)
+        .bind(metrics.queue_wait_ms)
+        .bind(metrics.ttft_ms)
+        .bind(metrics.generation_ms)
+        .bind(metrics.send_ms)
+        .bind(metrics.end_to_end_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(pmid) = platform_message_id {
+            sqlx::query(
+                "INSERT INTO deliveries (platform_message_id, channel_id, message_id, state, state_rank) VALUES ($1, $2, $3, 'accepted', $4)
+                 ON CONFLICT (platform_message_id) DO UPDATE SET message_id = EXCLUDED.message_id",
+            )
+            .bind(pmid)
+            .bind(channel_id)
+            .bind(id)
+            .bind(DeliveryState::Accepted.rank())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Applies a status callback; a state never moves backwards. Returns whether it changed.
+    pub async fn apply_status(&self, channel_id: i64, s: &StatusUpdate) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO deliveries (platform_message_id, channel_id, state, state_rank, error_code, error_title, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, now())
+             ON CONFLICT (platform_message_id) DO UPDATE SET state = EXCLUDED.state, state_rank = EXCLUDED.state_rank,
+               error_code = COALESCE(EXCLUDED.error_code, deliveries.error_code),
+               error_title = COALESCE(EXCLUDED.error_title, deliveries.error_title), updated_at = now()
+             WHERE deliveries.state_rank < EXCLUDED.state_rank",
+        )
+        .bind(&s.platform_message_id)
+        .bind(channel_id)
+        .bind(s.state.as_str())
+        .bind(s.state.rank())
+        .bind(s.error_code)
+        .bind(&s.error_title)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+}
+
+fn inbound_row(r: &sqlx::postgres::PgRow) -> InboundRow {
+    InboundRow {
+        id: r.get("id"),
+        conversation_id: r.get("conversation_id"),
+        platform_message_id: r.get("platform_message_id"),
+        body: r.get("body"),
+        kind: r.get("kind"),
+        status: r.get("status"),
+    }
+}

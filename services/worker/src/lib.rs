@@ -1,0 +1,167 @@
+//! herd-worker: reads turns from the Redis stream, records them in PostgreSQL, answers each
+//! conversation's messages in order (one reply per message, never two turns of one conversation
+//! in flight), sends through the platform's Send API, and records what happened.
+//!
+//! Order per conversation: a worker answers a conversation only while it holds the
+//! conversation's lock; messages arriving meanwhile are recorded as `pending` by whichever worker
+//! reads them, and the lock holder answers them one by one, oldest first, before releasing. After
+//! releasing it checks once more, so a message recorded just before the release is not stranded.
+
+pub mod engine;
+pub mod policy;
+mod turn;
+
+use herd_channels::send::SendClient;
+use herd_core::Settings;
+use herd_queue::{Delivery, Queue};
+use herd_store::{Channel, Store};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{Semaphore, watch};
+
+pub use engine::EngineHandle;
+pub use policy::{AllowAll, Decision, PolicyHook, TurnContext};
+
+/// Why handling an entry failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Worth another try later: leave the entry pending (it is reclaimed or redelivered).
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Will never work: move the entry to the dead-letter stream with this reason.
+    #[error("dead letter: {0}")]
+    DeadLetter(String),
+}
+
+impl From<herd_store::Error> for WorkerError {
+    fn from(e: herd_store::Error) -> Self {
+        WorkerError::Transient(e.to_string())
+    }
+}
+
+impl From<herd_queue::Error> for WorkerError {
+    fn from(e: herd_queue::Error) -> Self {
+        WorkerError::Transient(e.to_string())
+    }
+}
+
+/// Everything one worker needs (cheap to clone into tasks).
+#[derive(Clone)]
+pub struct Worker {
+    pub(crate) name: String,
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) store: Store,
+    pub(crate) queue: Queue,
+    pub(crate) sender: SendClient,
+    pub(crate) engine: EngineHandle,
+    pub(crate) policy: Arc<dyn PolicyHook>,
+    channels: Arc<RwLock<HashMap<i64, Arc<Channel>>>>,
+}
+
+impl Worker {
+    /// A worker named `name` (its consumer name in the group; unique per process and loop).
+    pub fn new(name: String, settings: Arc<Settings>, store: Store, queue: Queue, engine: EngineHandle, policy: Arc<dyn PolicyHook>) -> Self {
+        let sender = SendClient::new(settings.platforms.clone());
+        Self { name, settings, store, queue, sender, engine, policy, channels: Arc::default() }
+    }
+
+    pub(crate) async fn channel(&self, id: i64) -> Result<Arc<Channel>, WorkerError> {
+        if let Some(c) = self.channels.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
+            return Ok(c.clone());
+        }
+        let all = self.store.channels().await?;
+        let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        *map = all.into_iter().map(|c| (c.id, Arc::new(c))).collect();
+        map.get(&id).cloned().ok_or_else(|| WorkerError::DeadLetter(format!("channel {id} no longer exists")))
+    }
+
+    /// Runs until `shutdown` turns true: stops reading, waits up to `shutdown_grace_ms` for the
+    /// turns in flight; what is unfinished stays unacknowledged for another worker.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let cfg = &self.settings.worker;
+        let slots = Arc::new(Semaphore::new(cfg.concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut last_claim = tokio::time::Instant::now() - Duration::from_secs(3600);
+        let claim_every = Duration::from_millis((self.settings.queue.claim_idle_ms / 2).clamp(100, 30_000));
+        let reader = match self.queue.with_reader().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "no Redis connection for reading; worker not started");
+                return;
+            }
+        };
+        tracing::info!(worker = %self.name, "worker started");
+        while !*shutdown.borrow() {
+            while tasks.try_join_next().is_some() {}
+            let free = slots.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    _ = tasks.join_next() => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let mut batch = Vec::new();
+            if last_claim.elapsed() >= claim_every {
+                last_claim = tokio::time::Instant::now();
+                match self.queue.claim_stale(&self.name, free).await {
+                    Ok(b) => batch = b,
+                    Err(e) => tracing::warn!(error = %e, "reclaiming stale entries failed"),
+                }
+            }
+            if batch.is_empty() {
+                let read = reader.read(&self.name, free.min(cfg.read_batch), cfg.block_ms);
+                tokio::select! {
+                    r = read => match r {
+                        Ok(b) => batch = b,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading the stream failed");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    },
+                    _ = shutdown.changed() => break,
+                }
+            }
+            for d in batch {
+                let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                let w = self.clone();
+                tasks.spawn(async move {
+                    w.handle(d).await;
+                    drop(permit);
+                });
+            }
+        }
+        tracing::info!(worker = %self.name, in_flight = tasks.len(), "worker stopping");
+        let grace = Duration::from_millis(self.settings.worker.shutdown_grace_ms);
+        let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        tasks.abort_all();
+    }
+
+    /// Handles one entry and acknowledges, dead-letters or leaves it pending.
+    pub async fn handle(&self, d: Delivery) {
+        if d.deliveries > self.settings.queue.max_deliveries {
+            let reason = format!("delivered {} times (limit {})", d.deliveries, self.settings.queue.max_deliveries);
+            if let Err(e) = self.queue.dead_letter(&d, &reason).await {
+                tracing::error!(error = %e, id = %d.id, "dead-lettering failed");
+            }
+            return;
+        }
+        match turn::handle(self, &d).await {
+            Ok(()) => {
+                if let Err(e) = self.queue.ack(&d.id).await {
+                    tracing::error!(error = %e, id = %d.id, "ack failed");
+                }
+            }
+            Err(WorkerError::DeadLetter(reason)) => {
+                tracing::warn!(id = %d.id, %reason, "dead-lettered");
+                if let Err(e) = self.queue.dead_letter(&d, &reason).await {
+                    tracing::error!(error = %e, id = %d.id, "dead-lettering failed");
+                }
+            }
+            Err(WorkerError::Transient(reason)) => {
+                tracing::warn!(id = %d.id, %reason, deliveries = d.deliveries, "left pending for a retry");
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Handling one stream entry: statuses, rate-limited messages, and answering a conversation.
+
+use crate::engine::EngineError;
+use crate::policy::{Decision, TurnContext};
+use crate::{Worker, WorkerError};
+use herd_channels::send::{ChannelRef, SendAction, SendError};
+use herd_core::{InboundMessage, split_message};
+use herd_engine::tokenizer::ChatMessage;
+use herd_queue::{Delivery, Job};
+use herd_store::{Channel, InboundRow, ReplyMetrics};
+use std::time::{Duration, Instant};
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+pub(crate) async fn handle(w: &Worker, d: &Delivery) -> Result<(), WorkerError> {
+    match &d.entry.job {
+        Job::Status { channel_id, status } => {
+            w.store.apply_status(*channel_id, status).await?;
+            Ok(())
+        }
+        Job::Message { channel_id, tenant_id, message, rate_limited } => {
+            let ch = w.channel(*channel_id).await?;
+            let status = if *rate_limited {
+                "rate_limited"
+            } else if !message.content.wants_reply() {
+                "ignored"
+            } else {
+                "pending"
+            };
+            let row = w.store.record_inbound(&ch, message, status).await?;
+            if *rate_limited {
+                return slow_down(w, &ch, *tenant_id, message).await;
+            }
+            if status == "pending" {
+                converse(w, &ch, message, row.conversation_id, d.entry.received_at_ms).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// At most one "slow down" reply per sender per minute; nothing generated.
+async fn slow_down(w: &Worker, ch: &Channel, tenant_id: i64, m: &InboundMessage) -> Result<(), WorkerError> {
+    if w.queue.once_per(&format!("slowdown:{tenant_id}:{}:{}", m.platform.as_str(), m.sender), 60).await? {
+        let r = ChannelRef { platform: ch.platform, external_id: &ch.external_id, access_token: &ch.access_token };
+        if let Err(e) = w.sender.send_text(&r, &m.sender, &w.settings.limits.slow_down_text).await {
+            tracing::warn!(error = %e, "slow-down reply failed");
+        }
+    }
+    Ok(())
+}
+
+/// Answers the conversation's pending messages in order while holding its lock.
+async fn converse(w: &Worker, ch: &Channel, m: &InboundMessage, conversation: i64, received_at_ms: i64) -> Result<(), WorkerError> {
+    loop {
+        if !w.queue.lock(conversation, &w.name).await? {
+            // Another worker is answering this conversation; it will answer this message too.
+            return Ok(());
+        }
+        let result = answer_all(w, ch, m, conversation, received_at_ms).await;
+        w.queue.unlock(conversation, &w.name).await?;
+        result?;
+        // A message recorded while we held the lock, whose worker saw the lock taken, is ours.
+        if w.store.oldest_pending(conversation).await?.is_none() {
+            return Ok(());
+        }
+    }
+}
+
+async fn answer_all(w: &Worker, ch: &Channel, m: &InboundMessage, conversation: i64, received_at_ms: i64) -> Result<(), WorkerError> {
+    // Keep the lock alive while replies are generated and sent.
+    let keep = {
+        let (q, name) = (w.queue.clone(), w.name.clone());
+        let every = Duration::from_millis((w.settings.queue.lock_ttl_ms / 3).max(50));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if !q.refresh_lock(conversation, &name).await.unwrap_or(false) {
+                    break;
+                }
+            }
+        })
+    };
+    let r = async {
+        while let Some(inbound) = w.store.oldest_pending(conversation).await? {
+            answer(w, ch, m, &inbound, received_at_ms).await?;
+        }
+        Ok(())
+    }
+    .await;
+    keep.abort();
+    r
+}
+
+/// Answers one inbound message: generate, split, send (idempotently), record.
+async fn answer(w: &Worker, ch: &Channel, m: &InboundMessage, inbound: &InboundRow, received_at_ms: i64) -> Result<(), WorkerError> {
+    let started = Instant::now();
+    let queue_wait_ms = (now_ms() - received_at_ms).max(0);
+    if let Some(state) = w.store.outbox_state(inbound.id).await? {
+        // A reply was started before (a worker died after starting to send): never send twice.
+        tracing::warn!(inbound = inbound.id, %state, "reply already started; not sending again");
+        if state == "sending" {
+            w.store.outbox_finish(inbound.id, "unknown", 1, Some("worker stopped while sending"), "answered").await?;
+        } else {
+            w.store.set_status(inbound.id, "answered").await?;
+        }
+        return Ok(());
+    }
+    let r = ChannelRef { platform: ch.platform, external_id: &ch.external_id, access_token: &ch.access_token };
+    if let Err(e) = w.sender.mark_read_and_typing(&r, &m.sender, &inbound.platform_message_id).await {
+        tracing::debug!(error = %e, "mark read / typing failed");
+    }
+    let ctx = TurnContext { tenant_id: ch.tenant_id, platform: ch.platform, sender: &m.sender, text: &inbound.body };
+    let cfg = &w.settings.worker;
+    let (reply, mut metrics) = match w.policy.check_input(&ctx) {
+        Decision::Block => {
+            w.store.set_status(inbound.id, "blocked").await?;
+            return Ok(());
+        }
+        Decision::Replace(text) => (text, ReplyMetrics::default()),
+        Decision::Allow => {
+            let history = w.store.history(inbound.conversation_id, inbound.id, 64).await?;
+            let mut messages = Vec::new();
+            if !cfg.system_prompt.is_empty() {
+                messages.push(ChatMessage::new("system", &cfg.system_prompt));
+            }
+            messages.extend(history.iter().map(|t| ChatMessage::new(if t.inbound { "user" } else { "assistant" }, &t.body)));
+            let prompt = w.engine.prompt(messages, cfg.max_new_tokens).map_err(|e| WorkerError::DeadLetter(e.to_string()))?;
+            let g = match w.engine.generate(prompt, cfg.max_new_tokens, cfg.temperature).await {
+                Ok(g) => g,
+                Err(e @ (EngineError::Overloaded(_) | EngineError::Stopped)) => return Err(WorkerError::Transient(e.to_string())),
+                Err(e) => return Err(WorkerError::DeadLetter(e.to_string())),
+            };
+            let metrics = ReplyMetrics {
+                tokens_in: g.tokens_in as i32,
+                tokens_out: g.tokens_out as i32,
+                ttft_ms: g.ttft_ms as i32,
+                generation_ms: g.generation_ms as i32,
+                ..Default::default()
+            };
+            let text = match w.policy.check_output(&ctx, &g.text) {
+                Decision::Allow => g.text,
+                Decision::Replace(t) => t,
+                Decision::Block => {
+                    w.store.set_status(inbound.id, "blocked").await?;
+                    return Ok(());
+                }
+            };
+            (text, metrics)
+        }
+    };
+    if reply.trim().is_empty() {
+        w.store.set_status(inbound.id, "skipped").await?;
+        return Ok(());
+    }
+    if !w.store.outbox_begin(inbound.id, &reply).await? {
+        w.store.set_status(inbound.id, "answered").await?;
+        return Ok(());
+    }
+    let parts = split_message(&reply, ch.platform.max_message_chars());
+    let send_started = Instant::now();
+    let mut attempts_total = 0;
+    for (i, part) in parts.iter().enumerate() {
+        let (result, attempts) = send_with_retry(w, &r, &m.sender, part).await;
+        attempts_total += attempts;
+        match result {
+            Ok(pmid) => {
+                metrics.send_ms = send_started.elapsed().as_millis() as i32;
+                metrics.queue_wait_ms = queue_wait_ms as i32;
+                metrics.end_to_end_ms = (now_ms() - received_at_ms).max(0) as i32;
+                w.store.record_outbound(inbound, ch.id, i as i32, part, pmid.as_deref(), &metrics).await?;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                return match e.action() {
+                    SendAction::OutsideWindow => {
+                        w.store.outbox_finish(inbound.id, "expired", attempts_total, Some(&msg), "failed").await?;
+                        Ok(())
+                    }
+                    _ => {
+                        w.store.outbox_finish(inbound.id, "failed", attempts_total, Some(&msg), "failed").await?;
+                        Err(WorkerError::DeadLetter(msg))
+                    }
+                };
+            }
+        }
+    }
+    w.store.outbox_finish(inbound.id, "sent", attempts_total, None, "answered").await?;
+    tracing::info!(inbound = inbound.id, parts = parts.len(), ms = started.elapsed().as_millis() as u64, "answered");
+    Ok(())
+}
+
+/// Sends one piece, retrying rate limits, 5xx and network errors with exponential backoff.
+async fn send_with_retry(w: &Worker, r: &ChannelRef<'_>, to: &str, text: &str) -> (Result<Option<String>, SendError>, i32) {
+    let cfg = &w.settings.worker;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match w.sender.send_text(r, to, text).await {
+            Ok(id) => return (Ok(id), attempt),
+            Err(e) if e.action() == SendAction::Retry && attempt < cfg.send_attempts as i32 => {
+                let delay = cfg.retry_base_ms.saturating_mul(1 << (attempt - 1).min(10));
+                tracing::info!(error = %e, attempt, delay_ms = delay, "send retry");
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            Err(e) => return (Err(e), attempt),
+        }
+    }
+}
