@@ -59,11 +59,13 @@ CREATE TABLE messages (
     send_ms              INT,
     end_to_end_ms        INT,
     platform_ts          TIMESTAMPTZ,
+    stream_ms            BIGINT,           -- inbound: position in the turn stream (arrival order)
+    stream_seq           BIGINT,
     created_at           TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
 );
 CREATE UNIQUE INDEX messages_inbound_platform_id ON messages (channel_id, platform_message_id) WHERE direction = 'in';
 CREATE INDEX messages_conversation ON messages (conversation_id, id);
-CREATE INDEX messages_pending ON messages (conversation_id, id) WHERE direction = 'in' AND status = 'pending';
+CREATE INDEX messages_pending ON messages (conversation_id, platform_ts, stream_ms, stream_seq, id) WHERE direction = 'in' AND status = 'pending';
 
 -- One row per inbound message herd answers: sending is idempotent per inbound id.
 -- state: sending → sent | failed | expired (outside the 24-hour window).

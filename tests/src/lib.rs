@@ -1,1 +1,300 @@
-//! placeholder
+//! Test harness of herd's end-to-end tests: a fresh PostgreSQL database and a Redis key prefix
+//! per test, the real gateway and workers of herd on loopback, and a stand-in Graph API that
+//! records what herd sends and can be scripted to fail.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use herd_core::Settings;
+use herd_core::settings::{ChannelSeed, TenantSeed};
+use herd_queue::Queue;
+use herd_store::Store;
+use herd_worker::{AllowAll, EngineHandle, PolicyHook, Worker};
+use hmac::{KeyInit, Mac};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub const WA_PHONE_ID: &str = "100000000000001";
+pub const WA_SECRET: &str = "wa-secret";
+pub const PAGE_ID: &str = "200000000000001";
+pub const PAGE_SECRET: &str = "page-secret";
+
+/// One request herd made to the Graph API.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub path: String,
+    pub body: Value,
+}
+
+impl Call {
+    /// The text of a message send (None for read/typing calls).
+    pub fn text(&self) -> Option<&str> {
+        self.body.pointer("/text/body").or_else(|| self.body.pointer("/message/text")).and_then(Value::as_str)
+    }
+    /// The recipient of a send.
+    pub fn to(&self) -> Option<&str> {
+        self.body.get("to").or_else(|| self.body.pointer("/recipient/id")).and_then(Value::as_str)
+    }
+}
+
+#[derive(Default)]
+struct StubState {
+    calls: Mutex<Vec<Call>>,
+    /// Answers for the next text sends: (HTTP status, platform error code).
+    script: Mutex<VecDeque<(u16, i64)>>,
+    /// Delay of the next read/typing call (to hold a worker mid-turn).
+    hold_next_typing: Mutex<Option<Duration>>,
+    next_id: AtomicU64,
+}
+
+/// The stand-in Graph API.
+#[derive(Clone)]
+pub struct GraphStub {
+    pub addr: SocketAddr,
+    state: Arc<StubState>,
+}
+
+async fn stub_messages(State(st): State<Arc<StubState>>, Path((v, id)): Path<(String, String)>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+    let call = Call { path: format!("/{v}/{id}/messages"), body: body.clone() };
+    st.calls.lock().expect("lock").push(call);
+    if body.get("status").is_some() || body.get("sender_action").is_some() {
+        let hold = st.hold_next_typing.lock().expect("lock").take();
+        if let Some(d) = hold {
+            tokio::time::sleep(d).await;
+        }
+        return (StatusCode::OK, Json(json!({"success": true})));
+    }
+    if let Some((status, code)) = st.script.lock().expect("lock").pop_front() {
+        return (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            Json(json!({"error": {"message": "scripted failure", "type": "OAuthException", "code": code}})),
+        );
+    }
+    let n = st.next_id.fetch_add(1, Ordering::SeqCst);
+    (StatusCode::OK, Json(json!({"messaging_product": "whatsapp", "messages": [{"id": format!("wamid.out.{n}")}], "recipient_id": "x", "message_id": format!("mid.out.{n}")})))
+}
+
+impl GraphStub {
+    pub async fn start() -> Self {
+        let state = Arc::new(StubState::default());
+        let app = Router::new().route("/{v}/{id}/messages", post(stub_messages)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind stub");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { addr, state }
+    }
+    /// Every call so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.calls.lock().expect("lock").clone()
+    }
+    /// Text sends so far.
+    pub fn sends(&self) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.text().is_some()).collect()
+    }
+    /// The next text sends fail with these (HTTP status, code) pairs, in order.
+    pub fn fail_next_sends(&self, errors: &[(u16, i64)]) {
+        self.state.script.lock().expect("lock").extend(errors.iter().copied());
+    }
+    /// Holds the next read/typing call for `d`.
+    pub fn hold_next_typing(&self, d: Duration) {
+        *self.state.hold_next_typing.lock().expect("lock") = Some(d);
+    }
+}
+
+/// A running herd (gateway + workers) for one test.
+pub struct Herd {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub queue: Queue,
+    pub stub: GraphStub,
+    pub gateway: String,
+    pub http: reqwest::Client,
+    stop: watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
+    engine: EngineHandle,
+}
+
+fn unique() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{}_{}_{}", std::process::id(), t % 1_000_000_000, N.fetch_add(1, Ordering::SeqCst))
+}
+
+fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Test settings: short timeouts, the stub as Graph API, two channels.
+pub fn settings(stub: &GraphStub, db_url: &str, prefix: &str) -> Settings {
+    let mut s = Settings::default();
+    s.redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    s.database_url = db_url.to_string();
+    s.queue.key_prefix = prefix.to_string();
+    s.queue.claim_idle_ms = 1_500;
+    s.queue.lock_ttl_ms = 1_000;
+    s.worker.model = repo().join("deploy/models/herd-demo-chat").display().to_string();
+    s.worker.max_new_tokens = 24;
+    s.worker.block_ms = 200;
+    s.worker.retry_base_ms = 20;
+    s.worker.shutdown_grace_ms = 2_000;
+    let base = format!("http://{}", stub.addr);
+    s.platforms.whatsapp_base_url = base.clone();
+    s.platforms.messenger_base_url = base.clone();
+    s.platforms.instagram_base_url = base;
+    s.platforms.send_timeout_ms = 20_000;
+    let ch = |platform: &str, id: &str, secret: &str| ChannelSeed {
+        platform: platform.into(),
+        external_id: id.into(),
+        app_secret: secret.into(),
+        verify_token: "verify-me".into(),
+        access_token: "token".into(),
+    };
+    s.tenants = vec![TenantSeed { name: "acme".into(), channels: vec![ch("whatsapp", WA_PHONE_ID, WA_SECRET), ch("messenger", PAGE_ID, PAGE_SECRET)] }];
+    s
+}
+
+/// A fresh database: `herd_test_<unique>` on the server of `DATABASE_URL`.
+pub async fn fresh_database() -> String {
+    let admin = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/herd".into());
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_string();
+    let name = format!("herd_test_{}", unique());
+    let pool = sqlx::PgPool::connect(&admin).await.expect("connect to PostgreSQL (DATABASE_URL)");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&pool).await.expect("create database");
+    pool.close().await;
+    format!("{base}/{name}")
+}
+
+impl Herd {
+    /// Starts a herd with `workers` worker loops and the default policy.
+    pub async fn start(workers: usize) -> Self {
+        Self::start_with(workers, |_| {}, Arc::new(AllowAll)).await
+    }
+
+    /// Starts a herd after `tweak` adjusts the settings, with `policy` in every worker.
+    pub async fn start_with(workers: usize, tweak: impl FnOnce(&mut Settings), policy: Arc<dyn PolicyHook>) -> Self {
+        herd_channels::send::install_crypto();
+        let stub = GraphStub::start().await;
+        let db = fresh_database().await;
+        let mut s = settings(&stub, &db, &format!("herdtest:{}", unique()));
+        tweak(&mut s);
+        let settings = Arc::new(s);
+        let store = Store::connect(&settings.database_url).await.expect("store");
+        store.migrate().await.expect("migrate");
+        store.seed(&settings.tenants).await.expect("seed");
+        let queue = Queue::connect(&settings.redis_url, settings.queue.clone()).await.expect("redis (REDIS_URL)");
+        let state = herd_gateway::state(&settings, store.clone(), queue.clone()).await.expect("gateway state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+        let gateway = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, rx) = watch::channel(false);
+        let mut rx_gw = rx.clone();
+        tokio::spawn(herd_gateway::serve(listener, state, async move {
+            let _ = rx_gw.changed().await;
+        }));
+        let engine = EngineHandle::start(std::path::Path::new(&settings.worker.model), "f32", 64, settings.worker.context_tokens).expect("engine");
+        let mut herd = Self { settings, store, queue, stub, gateway, http: reqwest::Client::new(), stop, workers: vec![], engine };
+        for i in 0..workers {
+            herd.spawn_worker(&format!("w{i}"), policy.clone());
+        }
+        herd
+    }
+
+    /// Starts one more worker loop named `name`; returns its index (for [`Herd::kill_worker`]).
+    pub fn spawn_worker(&mut self, name: &str, policy: Arc<dyn PolicyHook>) -> usize {
+        let w = Worker::new(format!("{name}-{}", unique()), self.settings.clone(), self.store.clone(), self.queue.clone(), self.engine.clone(), policy);
+        self.workers.push(tokio::spawn(w.run(self.stop.subscribe())));
+        self.workers.len() - 1
+    }
+
+    /// Kills a worker loop abruptly (its in-flight turns die with it, nothing is acknowledged).
+    pub fn kill_worker(&mut self, i: usize) {
+        self.workers[i].abort();
+    }
+
+    /// POSTs `body` to `/webhooks/{platform}` signed with `secret` (None: no signature header).
+    pub async fn post(&self, platform: &str, body: &[u8], secret: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}/webhooks/{platform}", self.gateway)).header("content-type", "application/json").body(body.to_vec());
+        if let Some(s) = secret {
+            req = req.header("x-hub-signature-256", sign(s, body));
+        }
+        let resp = req.send().await.expect("gateway answers");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until `cond` holds (polling), failing the test after `secs`.
+    pub async fn wait_until<F, Fut>(&self, secs: u64, what: &str, mut cond: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        while !cond().await {
+            assert!(tokio::time::Instant::now() < deadline, "timed out after {secs} s waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the stub has received `n` text sends.
+    pub async fn wait_for_sends(&self, n: usize) -> Vec<Call> {
+        self.wait_until(30, &format!("{n} sends"), || async { self.stub.sends().len() >= n }).await;
+        self.stub.sends()
+    }
+
+    /// Lets in-flight work settle, then checks nothing more is sent: returns all sends.
+    pub async fn quiet_sends(&self) -> Vec<Call> {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        self.stub.sends()
+    }
+
+    /// One SQL count.
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.store.pool).await.expect("count query")
+    }
+
+    /// Entries in the turn stream.
+    pub async fn stream_len(&self) -> i64 {
+        let mut c = self.queue.connection();
+        redis::cmd("XLEN").arg(self.queue.stream_key()).query_async(&mut c).await.expect("xlen")
+    }
+
+    /// Stops the workers and the gateway.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for w in self.workers {
+            let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
+        }
+    }
+}
+
+/// `sha256=<hex>` of `body` with `secret`.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A WhatsApp webhook body with one text message per `(from, id, text)`.
+pub fn whatsapp_texts(msgs: &[(&str, &str, &str)]) -> Vec<u8> {
+    let messages: Vec<Value> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, (from, id, text))| json!({"from": from, "id": id, "timestamp": (1_700_000_000 + i).to_string(), "type": "text", "text": {"body": text}}))
+        .collect();
+    let contacts: Vec<Value> = msgs.iter().map(|(from, _, _)| json!({"profile": {"name": "T"}, "wa_id": from})).collect();
+    serde_json::to_vec(&json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp", "metadata": {"display_phone_number": "1555", "phone_number_id": WA_PHONE_ID},
+        "contacts": contacts, "messages": messages}}]}]}))
+    .expect("json")
+}
+
+/// A Messenger webhook body with one event.
+pub fn messenger_event(event: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({"object": "page", "entry": [{"id": PAGE_ID, "time": 1, "messaging": [event]}]})).expect("json")
+}

@@ -61,9 +61,15 @@ pub struct ChannelRef<'a> {
     pub access_token: &'a str,
 }
 
+/// Makes `ring` the process's TLS crypto provider if none is set yet (HTTPS to the Graph API).
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl SendClient {
     /// A client for the configured base URLs.
     pub fn new(cfg: PlatformSettings) -> Self {
+        install_crypto();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(cfg.send_timeout_ms))
             .build()

@@ -57,7 +57,7 @@ fn main() -> std::process::ExitCode {
 
 fn run_service(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> {
     herd_core::telemetry::init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    herd_channels::send::install_crypto();
     let settings = services::settings(config.as_deref())?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

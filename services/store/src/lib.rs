@@ -134,9 +134,14 @@ impl Store {
             .collect())
     }
 
-    /// Records an inbound message (creating its user and conversation) with `status`; a message
-    /// already recorded is left as it is. Returns the row.
-    pub async fn record_inbound(&self, channel: &Channel, m: &InboundMessage, status: &str) -> Result<InboundRow> {
+    /// Records an inbound message (creating its user and conversation) with `status` and its
+    /// position in the turn stream (`ms-seq`); a message already recorded is left as it is.
+    /// Returns the row.
+    pub async fn record_inbound(&self, channel: &Channel, m: &InboundMessage, status: &str, stream_id: &str) -> Result<InboundRow> {
+        let (stream_ms, stream_seq) = stream_id
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.parse::<i64>().ok()?, b.parse::<i64>().ok()?)))
+            .unwrap_or((i64::MAX, 0));
         let mut tx = self.pool.begin().await?;
         let user_id: i64 = sqlx::query_scalar(
             "INSERT INTO users (tenant_id, platform, external_id, name) VALUES ($1, $2, $3, $4)
@@ -159,8 +164,9 @@ impl Store {
         .await?;
         let payload = serde_json::to_value(&m.content).unwrap_or(serde_json::Value::Null);
         sqlx::query(
-            "INSERT INTO messages (conversation_id, channel_id, direction, platform_message_id, kind, body, payload, status, platform_ts)
-             VALUES ($1, $2, 'in', $3, $4, $5, $6, $7, to_timestamp($8))
+            "INSERT INTO messages (conversation_id, channel_id, direction, platform_message_id, kind, body, payload, status, platform_ts,
+               stream_ms, stream_seq)
+             VALUES ($1, $2, 'in', $3, $4, $5, $6, $7, to_timestamp($8), $9, $10)
              ON CONFLICT (channel_id, platform_message_id) WHERE direction = 'in' DO NOTHING",
         )
         .bind(conv_id)
@@ -171,6 +177,8 @@ impl Store {
         .bind(payload)
         .bind(status)
         .bind(m.timestamp as f64)
+        .bind(stream_ms)
+        .bind(stream_seq)
         .execute(&mut *tx)
         .await?;
         let row = sqlx::query(
@@ -185,11 +193,13 @@ impl Store {
         Ok(inbound_row(&row))
     }
 
-    /// The oldest inbound message of a conversation still waiting for its reply.
+    /// The oldest inbound message of a conversation still waiting for its reply: by the
+    /// platform's timestamp, then by arrival.
     pub async fn oldest_pending(&self, conversation_id: i64) -> Result<Option<InboundRow>> {
         let row = sqlx::query(
             "SELECT id, conversation_id, platform_message_id, body, kind, status FROM messages
-             WHERE conversation_id = $1 AND direction = 'in' AND status = 'pending' ORDER BY id LIMIT 1",
+             WHERE conversation_id = $1 AND direction = 'in' AND status = 'pending'
+             ORDER BY platform_ts, stream_ms, stream_seq, id LIMIT 1",
         )
         .bind(conversation_id)
         .fetch_optional(&self.pool)
@@ -226,6 +236,11 @@ impl Store {
             }
         }
         Ok(turns)
+    }
+
+    /// The status of a message.
+    pub async fn status_of(&self, message_id: i64) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT status FROM messages WHERE id = $1").bind(message_id).fetch_optional(&self.pool).await?)
     }
 
     /// Sets an inbound message's status.

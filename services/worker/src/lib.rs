@@ -29,6 +29,10 @@ pub enum WorkerError {
     /// Worth another try later: leave the entry pending (it is reclaimed or redelivered).
     #[error("transient: {0}")]
     Transient(String),
+    /// The conversation is being answered by another worker, which answers this message too:
+    /// leave the entry pending; it is acknowledged when it comes back answered.
+    #[error("busy: {0}")]
+    Busy(String),
     /// Will never work: move the entry to the dead-letter stream with this reason.
     #[error("dead letter: {0}")]
     DeadLetter(String),
@@ -123,11 +127,18 @@ impl Worker {
                     _ = shutdown.changed() => break,
                 }
             }
+            // Record the whole batch in stream order first, then answer concurrently.
+            let mut recorded = Vec::with_capacity(batch.len());
             for d in batch {
+                if let Some(r) = self.record(&d).await {
+                    recorded.push((d, r));
+                }
+            }
+            for (d, r) in recorded {
                 let Ok(permit) = slots.clone().acquire_owned().await else { break };
                 let w = self.clone();
                 tasks.spawn(async move {
-                    w.handle(d).await;
+                    w.finish(&d, turn::process(&w, &d, r).await).await;
                     drop(permit);
                 });
             }
@@ -138,16 +149,33 @@ impl Worker {
         tasks.abort_all();
     }
 
-    /// Handles one entry and acknowledges, dead-letters or leaves it pending.
-    pub async fn handle(&self, d: Delivery) {
+    /// Phase 1 of an entry (see [`turn::record`]); `None` when it was settled already (dead
+    /// letter, or an error that leaves it pending).
+    async fn record(&self, d: &Delivery) -> Option<turn::Recorded> {
         if d.deliveries > self.settings.queue.max_deliveries {
             let reason = format!("delivered {} times (limit {})", d.deliveries, self.settings.queue.max_deliveries);
-            if let Err(e) = self.queue.dead_letter(&d, &reason).await {
-                tracing::error!(error = %e, id = %d.id, "dead-lettering failed");
-            }
-            return;
+            self.finish(d, Err(WorkerError::DeadLetter(reason))).await;
+            return None;
         }
-        match turn::handle(self, &d).await {
+        match turn::record(self, d).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.finish(d, Err(e)).await;
+                None
+            }
+        }
+    }
+
+    /// Handles one entry start to end (both phases).
+    pub async fn handle(&self, d: Delivery) {
+        if let Some(r) = self.record(&d).await {
+            self.finish(&d, turn::process(self, &d, r).await).await;
+        }
+    }
+
+    /// Acknowledges, dead-letters or leaves an entry pending, by the outcome.
+    async fn finish(&self, d: &Delivery, outcome: Result<(), WorkerError>) {
+        match outcome {
             Ok(()) => {
                 if let Err(e) = self.queue.ack(&d.id).await {
                     tracing::error!(error = %e, id = %d.id, "ack failed");
@@ -155,9 +183,12 @@ impl Worker {
             }
             Err(WorkerError::DeadLetter(reason)) => {
                 tracing::warn!(id = %d.id, %reason, "dead-lettered");
-                if let Err(e) = self.queue.dead_letter(&d, &reason).await {
+                if let Err(e) = self.queue.dead_letter(d, &reason).await {
                     tracing::error!(error = %e, id = %d.id, "dead-lettering failed");
                 }
+            }
+            Err(WorkerError::Busy(reason)) => {
+                tracing::debug!(id = %d.id, %reason, "left pending");
             }
             Err(WorkerError::Transient(reason)) => {
                 tracing::warn!(id = %d.id, %reason, deliveries = d.deliveries, "left pending for a retry");

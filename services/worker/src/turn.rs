@@ -8,19 +8,32 @@ use herd_core::{InboundMessage, split_message};
 use herd_engine::tokenizer::ChatMessage;
 use herd_queue::{Delivery, Job};
 use herd_store::{Channel, InboundRow, ReplyMetrics};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-pub(crate) async fn handle(w: &Worker, d: &Delivery) -> Result<(), WorkerError> {
+/// What recording an entry found.
+pub(crate) enum Recorded {
+    /// Nothing more to do (a status applied, a message ignored).
+    Done,
+    /// A rate-limited message, recorded.
+    RateLimited(Arc<Channel>),
+    /// A message to answer.
+    Answer(Arc<Channel>, InboundRow),
+}
+
+/// Phase 1, in stream order for a whole batch: record the entry, so a conversation's messages
+/// are in PostgreSQL in arrival order before any of them is answered.
+pub(crate) async fn record(w: &Worker, d: &Delivery) -> Result<Recorded, WorkerError> {
     match &d.entry.job {
         Job::Status { channel_id, status } => {
             w.store.apply_status(*channel_id, status).await?;
-            Ok(())
+            Ok(Recorded::Done)
         }
-        Job::Message { channel_id, tenant_id, message, rate_limited } => {
+        Job::Message { channel_id, message, rate_limited, .. } => {
             let ch = w.channel(*channel_id).await?;
             let status = if *rate_limited {
                 "rate_limited"
@@ -29,15 +42,23 @@ pub(crate) async fn handle(w: &Worker, d: &Delivery) -> Result<(), WorkerError> 
             } else {
                 "pending"
             };
-            let row = w.store.record_inbound(&ch, message, status).await?;
-            if *rate_limited {
-                return slow_down(w, &ch, *tenant_id, message).await;
-            }
-            if status == "pending" {
-                converse(w, &ch, message, row.conversation_id, d.entry.received_at_ms).await?;
-            }
-            Ok(())
+            let row = w.store.record_inbound(&ch, message, status, &d.id).await?;
+            Ok(match (*rate_limited, row.status.as_str()) {
+                (true, _) => Recorded::RateLimited(ch),
+                (false, "pending") => Recorded::Answer(ch, row),
+                _ => Recorded::Done,
+            })
         }
+    }
+}
+
+/// Phase 2, concurrently: answer (or send the slow-down reply).
+pub(crate) async fn process(w: &Worker, d: &Delivery, r: Recorded) -> Result<(), WorkerError> {
+    let Job::Message { tenant_id, message, .. } = &d.entry.job else { return Ok(()) };
+    match r {
+        Recorded::Done => Ok(()),
+        Recorded::RateLimited(ch) => slow_down(w, &ch, *tenant_id, message).await,
+        Recorded::Answer(ch, row) => converse(w, &ch, message, &row, d.entry.received_at_ms).await,
     }
 }
 
@@ -53,10 +74,18 @@ async fn slow_down(w: &Worker, ch: &Channel, tenant_id: i64, m: &InboundMessage)
 }
 
 /// Answers the conversation's pending messages in order while holding its lock.
-async fn converse(w: &Worker, ch: &Channel, m: &InboundMessage, conversation: i64, received_at_ms: i64) -> Result<(), WorkerError> {
+///
+/// When another worker holds the lock, the entry stays unacknowledged: the holder answers this
+/// message too (it answers every pending one), and the entry is acknowledged when it comes back
+/// (reclaimed) and finds the message answered. Should the holder have died, the lock expires and
+/// the reclaimed entry gets the message answered.
+async fn converse(w: &Worker, ch: &Channel, m: &InboundMessage, row: &InboundRow, received_at_ms: i64) -> Result<(), WorkerError> {
+    let conversation = row.conversation_id;
     loop {
         if !w.queue.lock(conversation, &w.name).await? {
-            // Another worker is answering this conversation; it will answer this message too.
+            if w.store.status_of(row.id).await?.as_deref() == Some("pending") {
+                return Err(WorkerError::Busy(format!("conversation {conversation} is being answered by another worker")));
+            }
             return Ok(());
         }
         let result = answer_all(w, ch, m, conversation, received_at_ms).await;
@@ -70,8 +99,8 @@ async fn converse(w: &Worker, ch: &Channel, m: &InboundMessage, conversation: i6
 }
 
 async fn answer_all(w: &Worker, ch: &Channel, m: &InboundMessage, conversation: i64, received_at_ms: i64) -> Result<(), WorkerError> {
-    // Keep the lock alive while replies are generated and sent.
-    let keep = {
+    // Keep the lock alive while replies are generated and sent; the guard stops it with us.
+    let _keep = AbortOnDrop({
         let (q, name) = (w.queue.clone(), w.name.clone());
         let every = Duration::from_millis((w.settings.queue.lock_ttl_ms / 3).max(50));
         tokio::spawn(async move {
@@ -82,7 +111,7 @@ async fn answer_all(w: &Worker, ch: &Channel, m: &InboundMessage, conversation: 
                 }
             }
         })
-    };
+    });
     let r = async {
         while let Some(inbound) = w.store.oldest_pending(conversation).await? {
             answer(w, ch, m, &inbound, received_at_ms).await?;
@@ -90,8 +119,16 @@ async fn answer_all(w: &Worker, ch: &Channel, m: &InboundMessage, conversation: 
         Ok(())
     }
     .await;
-    keep.abort();
     r
+}
+
+/// Aborts a task when dropped (also when the future holding it is cancelled).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Answers one inbound message: generate, split, send (idempotently), record.
