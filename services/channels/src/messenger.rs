@@ -28,14 +28,14 @@ pub fn parse(platform: Platform, body: &Value) -> WebhookBatch {
 }
 
 fn event(platform: Platform, ev: &Value, entry_id: Option<&str>) -> Result<Option<InboundMessage>, String> {
-    let sender = ev.pointer("/sender/id").and_then(str_of).ok_or("event without sender.id")?;
+    let sender = ev.pointer("/sender/id").and_then(str_of).filter(|s| !s.is_empty()).ok_or("event without sender.id")?;
     let recipient = ev.pointer("/recipient/id").and_then(str_of).or(entry_id.map(str::to_string)).ok_or("event without recipient.id")?;
     let ts_ms = ev.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
     let (id, content) = if let Some(msg) = ev.get("message") {
         if msg.get("is_echo").and_then(Value::as_bool) == Some(true) {
             return Ok(None);
         }
-        let mid = msg.get("mid").and_then(str_of).ok_or("message without mid")?;
+        let mid = msg.get("mid").and_then(str_of).filter(|s| !s.is_empty()).ok_or("message without mid")?;
         let content = if let Some(qr) = msg.get("quick_reply") {
             Content::Choice {
                 id: qr.get("payload").and_then(str_of).unwrap_or_default(),

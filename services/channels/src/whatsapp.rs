@@ -45,7 +45,7 @@ pub fn parse(body: &Value) -> WebhookBatch {
 }
 
 fn message(m: &Value, phone_id: &str, contacts: &[Value]) -> Result<InboundMessage, String> {
-    let id = m.get("id").and_then(str_of).ok_or("message without id")?;
+    let id = m.get("id").and_then(str_of).filter(|s| !s.is_empty()).ok_or("message without id")?;
     // The sender: `from` (phone), else the contact's wa_id, else the business-scoped user id.
     let contact_user = |key: &str| contacts.iter().find_map(|c| c.get(key).and_then(str_of));
     let sender = m
@@ -55,6 +55,7 @@ fn message(m: &Value, phone_id: &str, contacts: &[Value]) -> Result<InboundMessa
         .or_else(|| m.get("from_user_id").and_then(str_of))
         .or_else(|| m.get("user_id").and_then(str_of))
         .or_else(|| contact_user("user_id"))
+        .filter(|s| !s.is_empty())
         .ok_or_else(|| format!("message {id} without a sender"))?;
     let timestamp = m.get("timestamp").and_then(str_of).and_then(|t| t.parse().ok()).unwrap_or(0);
     let kind = m.get("type").and_then(Value::as_str).unwrap_or("");
@@ -98,7 +99,7 @@ fn message(m: &Value, phone_id: &str, contacts: &[Value]) -> Result<InboundMessa
 }
 
 fn status(s: &Value, phone_id: &str) -> Result<StatusUpdate, String> {
-    let id = s.get("id").and_then(str_of).ok_or("status without id")?;
+    let id = s.get("id").and_then(str_of).filter(|s| !s.is_empty()).ok_or("status without id")?;
     let state = match s.get("status").and_then(Value::as_str) {
         Some("sent") => DeliveryState::Sent,
         Some("delivered") => DeliveryState::Delivered,
