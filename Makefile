@@ -5,11 +5,28 @@ BENCH_CONFIG ?= engine/benches/bench16/config.json
 export REDIS_URL ?= redis://127.0.0.1:6379
 export DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/herd
 
-.PHONY: run test services build bench lint
+HERD_CONFIG ?= deploy/local/herd.toml
+export HERD_CONFIG
 
-## Start (or reuse) Redis and PostgreSQL, build, and chat with the bundled demo model.
+.PHONY: run chat engine-chat test services build bench lint
+
+## Start (or reuse) Redis and PostgreSQL, migrate, build, and run herd (gateway + worker) with
+## the bundled demo model. Chat with it from another terminal: `make chat`.
 run: services build
-	@echo "herd: chatting with $(DEMO_MODEL) — type a message, /reset starts over, /quit ends"
+	target/release/herd migrate
+	@echo
+	@echo "herd is starting with $(DEMO_MODEL) (settings: $(HERD_CONFIG))."
+	@echo "Chat with it as a WhatsApp user from another terminal:   make chat"
+	@echo "(or: target/release/herd chat --config $(HERD_CONFIG)); Ctrl-C stops herd."
+	@echo
+	target/release/herd serve
+
+## A terminal WhatsApp user for the herd that `make run` started.
+chat: build
+	target/release/herd chat
+
+## Chat with the model directly, without the messaging pipeline.
+engine-chat: build
 	target/release/herd engine chat --model $(DEMO_MODEL)
 
 ## Start (or reuse) Redis and PostgreSQL, then run the whole test suite.
