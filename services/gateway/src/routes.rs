@@ -96,18 +96,14 @@ async fn receive(State(st): State<AppState>, Path(p): Path<String>, headers: Hea
     let (mut accepted, mut duplicates) = (0, 0);
     for m in batch.messages {
         let Some(Some(ch)) = channels.get(&m.channel_external_id) else { continue };
-        if !st.queue.first_seen(platform.as_str(), &m.platform_message_id).await.map_err(unavailable)? {
-            duplicates += 1;
-            continue;
-        }
         let rate_limited = !st.limits.allow(ch.tenant_id, &m.sender);
         let pmid = m.platform_message_id.clone();
         let job = Job::Message { channel_id: ch.id, tenant_id: ch.tenant_id, message: m, rate_limited };
         let entry = Entry { job, received_at_ms, traceparent: traceparent.clone() };
-        if let Err(e) = st.queue.enqueue(&entry).await {
-            // Not queued: forget the id so the platform's retry is taken, and ask for that retry.
-            let _ = st.queue.forget_seen(platform.as_str(), &pmid).await;
-            return Err(unavailable(e));
+        // One atomic step: a failure leaves the id unseen, so the platform's retry is taken.
+        if st.queue.enqueue_once(platform.as_str(), &pmid, &entry).await.map_err(unavailable)?.is_none() {
+            duplicates += 1;
+            continue;
         }
         accepted += 1;
     }

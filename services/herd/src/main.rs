@@ -5,6 +5,7 @@
 
 mod chat;
 mod engine_cmd;
+mod loadgen;
 mod services;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,28 @@ enum Command {
     },
     /// Run the Llama 4 engine directly: logits, generate, chat, bench, info.
     Engine(engine_cmd::EngineArgs),
+    /// Load generator for the ingest benchmark: signed WhatsApp webhooks, each a new message.
+    Loadgen {
+        /// Gateway base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[arg(long, default_value_t = 20_000)]
+        requests: u64,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// App secret the bodies are signed with.
+        #[arg(long, default_value = "demo-app-secret")]
+        secret: String,
+        /// WhatsApp phone_number_id of the channel.
+        #[arg(long, default_value = "100000000000001")]
+        phone_id: String,
+        /// Hit the do-nothing /bare route (the baseline).
+        #[arg(long)]
+        bare: bool,
+        /// Distinguishes message ids of separate runs.
+        #[arg(long, default_value = "run")]
+        run_id: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -63,6 +86,9 @@ fn run_service(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> 
     rt.block_on(async move {
         match command {
             Command::Chat { from } => chat::run(&settings, &from).await,
+            Command::Loadgen { url, requests, concurrency, secret, phone_id, bare, run_id } => {
+                loadgen::run(loadgen::Options { url, requests, concurrency, secret, phone_id, bare, run_id }).await
+            }
             Command::Migrate => {
                 services::store(&settings).await?;
                 eprintln!("migrations applied, tenants seeded");

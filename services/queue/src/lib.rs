@@ -117,27 +117,27 @@ impl Queue {
         }
     }
 
-    /// True the first time a platform message id is seen within the dedup window (one atomic
-    /// `SET NX EX`).
-    pub async fn first_seen(&self, platform: &str, message_id: &str) -> Result<bool> {
+    /// Dedup and enqueue in one atomic step (one round trip): marks the platform message id seen
+    /// for the dedup window and appends the entry, unless the id was seen before. Returns the
+    /// entry id, or `None` for a duplicate.
+    pub async fn enqueue_once(&self, platform: &str, message_id: &str, entry: &Entry) -> Result<Option<String>> {
+        let script = redis::Script::new(
+            "if redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then
+               return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[3])
+             end
+             return false",
+        );
+        let data = serde_json::to_string(entry).map_err(|e| Error::BadEntry { id: "-".into(), message: e.to_string() })?;
         let mut c = self.conn.clone();
-        let key = self.key(&format!("seen:{platform}:{message_id}"));
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(1)
-            .arg("NX")
-            .arg("EX")
+        let id: Option<String> = script
+            .key(self.key(&format!("seen:{platform}:{message_id}")))
+            .key(&self.stream)
             .arg(self.cfg.dedup_ttl_secs)
-            .query_async(&mut c)
+            .arg(self.cfg.maxlen)
+            .arg(data)
+            .invoke_async(&mut c)
             .await?;
-        Ok(set.is_some())
-    }
-
-    /// Forgets a dedup mark (when enqueueing failed, so the platform's retry is taken).
-    pub async fn forget_seen(&self, platform: &str, message_id: &str) -> Result<()> {
-        let mut c = self.conn.clone();
-        let _: () = c.del(self.key(&format!("seen:{platform}:{message_id}"))).await?;
-        Ok(())
+        Ok(id)
     }
 
     /// Appends an entry (`MAXLEN ~` trimmed); returns its id.
