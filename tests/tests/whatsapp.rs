@@ -206,3 +206,18 @@ async fn statuses_move_a_delivery_forward_only() -> Rt {
     assert_eq!(state().await, "read");
     herd.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_finishes_the_turn_in_flight_and_acknowledges_it() -> Rt {
+    let herd = Herd::start(1).await;
+    // Hold the worker mid-turn for a moment, then ask it to stop while it is there.
+    herd.stub.hold_next_typing(std::time::Duration::from_millis(800));
+    herd.post("whatsapp", &whatsapp_texts(&[("447700900080", "wamid.G1", "Hello")]), Some(WA_SECRET)).await;
+    herd.wait_until(10, "the turn to start", || async { herd.stub.calls().iter().any(|c| c.body["status"] == "read") }).await;
+    let (store, queue, stub) = (herd.store.clone(), herd.queue.clone(), herd.stub.clone());
+    herd.stop().await; // waits for the worker, which has shutdown_grace_ms = 2 s
+    assert_eq!(stub.sends().len(), 1, "the reply in flight was finished");
+    assert_eq!(queue.pending_count().await.expect("pending"), 0, "and acknowledged");
+    let answered: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = 'answered'").fetch_one(&store.pool).await.expect("count");
+    assert_eq!(answered, 1);
+}
