@@ -133,9 +133,11 @@ fn repo() -> std::path::PathBuf {
 
 /// Test settings: short timeouts, the stub as Graph API, two channels.
 pub fn settings(stub: &GraphStub, db_url: &str, prefix: &str) -> Settings {
-    let mut s = Settings::default();
-    s.redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    s.database_url = db_url.to_string();
+    let mut s = Settings {
+        redis_url: std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        database_url: db_url.to_string(),
+        ..Default::default()
+    };
     s.queue.key_prefix = prefix.to_string();
     s.queue.claim_idle_ms = 1_500;
     s.queue.lock_ttl_ms = 1_000;

@@ -112,14 +112,10 @@ async fn answer_all(w: &Worker, ch: &Channel, m: &InboundMessage, conversation: 
             }
         })
     });
-    let r = async {
-        while let Some(inbound) = w.store.oldest_pending(conversation).await? {
-            answer(w, ch, m, &inbound, received_at_ms).await?;
-        }
-        Ok(())
+    while let Some(inbound) = w.store.oldest_pending(conversation).await? {
+        answer(w, ch, m, &inbound, received_at_ms).await?;
     }
-    .await;
-    r
+    Ok(())
 }
 
 /// Aborts a task when dropped (also when the future holding it is cancelled).
