@@ -40,6 +40,16 @@ pub struct Entry {
     pub traceparent: Option<String>,
 }
 
+impl Entry {
+    /// The conversation an entry belongs to: `channel_id:sender` (empty for statuses).
+    pub fn conversation_key(&self) -> String {
+        match &self.job {
+            Job::Message { channel_id, message, .. } => format!("{channel_id}:{}", message.sender),
+            Job::Status { .. } => String::new(),
+        }
+    }
+}
+
 /// An entry handed to a worker.
 #[derive(Clone, Debug)]
 pub struct Delivery {
@@ -123,7 +133,7 @@ impl Queue {
     pub async fn enqueue_once(&self, platform: &str, message_id: &str, entry: &Entry) -> Result<Option<String>> {
         let script = redis::Script::new(
             "if redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then
-               return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[3])
+               return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[3], 'conv', ARGV[4], 'mid', ARGV[5])
              end
              return false",
         );
@@ -135,9 +145,33 @@ impl Queue {
             .arg(self.cfg.dedup_ttl_secs)
             .arg(self.cfg.maxlen)
             .arg(data)
+            .arg(entry.conversation_key())
+            .arg(message_id)
             .invoke_async(&mut c)
             .await?;
         Ok(id)
+    }
+
+    /// Platform message ids of the entries of conversation `conv` (see [`Entry::conversation_key`])
+    /// that are delivered to some worker but not yet acknowledged (one server-side script).
+    pub async fn pending_of_conversation(&self, conv: &str) -> Result<Vec<String>> {
+        let script = redis::Script::new(
+            "local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1000)
+             local out = {}
+             for _, e in ipairs(p) do
+               local r = redis.call('XRANGE', KEYS[1], e[1], e[1])
+               if r[1] then
+                 local f, conv, mid = r[1][2], nil, nil
+                 for i = 1, #f, 2 do
+                   if f[i] == 'conv' then conv = f[i + 1] elseif f[i] == 'mid' then mid = f[i + 1] end
+                 end
+                 if conv == ARGV[2] and mid then table.insert(out, mid) end
+               end
+             end
+             return out",
+        );
+        let mut c = self.conn.clone();
+        Ok(script.key(&self.stream).arg(&self.cfg.group).arg(conv).invoke_async(&mut c).await?)
     }
 
     /// Appends an entry (`MAXLEN ~` trimmed); returns its id.

@@ -238,6 +238,17 @@ impl Store {
         Ok(turns)
     }
 
+    /// How many of these inbound platform message ids of a channel are recorded.
+    pub async fn recorded_count(&self, channel_id: i64, ids: &[String]) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM messages WHERE channel_id = $1 AND direction = 'in' AND platform_message_id = ANY($2)",
+        )
+        .bind(channel_id)
+        .bind(ids)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// The status of a message.
     pub async fn status_of(&self, message_id: i64) -> Result<Option<String>> {
         Ok(sqlx::query_scalar("SELECT status FROM messages WHERE id = $1").bind(message_id).fetch_optional(&self.pool).await?)

@@ -112,8 +112,25 @@ async fn answer_all(w: &Worker, ch: &Channel, m: &InboundMessage, conversation: 
             }
         })
     });
-    while let Some(inbound) = w.store.oldest_pending(conversation).await? {
+    let conv = format!("{}:{}", ch.id, m.sender);
+    loop {
+        wait_for_peers(w, ch.id, &conv).await?;
+        let Some(inbound) = w.store.oldest_pending(conversation).await? else { break };
         answer(w, ch, m, &inbound, received_at_ms).await?;
+    }
+    Ok(())
+}
+
+/// Waits (briefly) until every message of this conversation that another worker has taken from
+/// the stream is recorded, so "oldest pending" sees them all and answers them in order. A peer
+/// that died before recording is waited for at most one second.
+async fn wait_for_peers(w: &Worker, channel_id: i64, conv: &str) -> Result<(), WorkerError> {
+    for _ in 0..100 {
+        let ids = w.queue.pending_of_conversation(conv).await?;
+        if ids.is_empty() || w.store.recorded_count(channel_id, &ids).await? >= ids.len() as i64 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
 }
