@@ -6,6 +6,7 @@
 mod chat;
 mod engine_cmd;
 mod loadgen;
+mod policy_cmd;
 mod services;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,8 @@ enum Command {
     },
     /// Run the Llama 4 engine directly: logits, generate, chat, bench, info.
     Engine(engine_cmd::EngineArgs),
+    /// The policy layer: eval (JSON lines), region, bench (XSTest).
+    Policy(policy_cmd::PolicyArgs),
     /// Load generator for the ingest benchmark: signed WhatsApp webhooks, each a new message.
     Loadgen {
         /// Gateway base URL.
@@ -67,6 +70,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Engine(args) => engine_cmd::run(args),
+        Command::Policy(args) => policy_cmd::run(args),
         other => run_service(cli.config, other),
     };
     match result {
@@ -110,7 +114,7 @@ fn run_service(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> 
                 let (g, w) = tokio::join!(gw, wk);
                 g.and(w)
             }
-            Command::Engine(_) => unreachable!("handled before"),
+            Command::Engine(_) | Command::Policy(_) => anyhow::bail!("not a service command"),
         }
     })
 }

@@ -1,0 +1,142 @@
+//! Measuring a classifier on labelled prompts (XSTest and herd's own held-out set): the confusion
+//! matrix of refused vs answered, and per-message latency.
+
+use crate::decide::{Action, PolicySet, Subject};
+use crate::tenant::Tenant;
+use serde::Serialize;
+use std::time::Instant;
+
+/// One labelled prompt.
+#[derive(Clone, Debug)]
+pub struct Labelled {
+    pub prompt: String,
+    /// True when the prompt should be refused.
+    pub unsafe_: bool,
+    /// Free-form type (XSTest's `type` column).
+    pub kind: String,
+}
+
+/// The result of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub prompts: usize,
+    /// Unsafe prompts flagged (refused or given support).
+    pub true_positives: usize,
+    /// Unsafe prompts answered.
+    pub false_negatives: usize,
+    /// Safe prompts refused.
+    pub false_positives: usize,
+    /// Safe prompts answered.
+    pub true_negatives: usize,
+    pub safe_refusal_rate: f64,
+    pub unsafe_flag_rate: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// The prompts decided wrongly, with their type.
+    pub mistakes: Vec<(String, String, String)>,
+}
+
+/// Parses a CSV with a header holding `prompt` and `label` (`safe` / `unsafe`) columns, and
+/// optionally `type`. Quoted fields may hold commas and doubled quotes.
+pub fn parse_csv(text: &str) -> Result<Vec<Labelled>, String> {
+    let rows = csv_rows(text);
+    let header = rows.first().ok_or("empty CSV")?;
+    let col = |name: &str| header.iter().position(|h| h.trim() == name);
+    let (p, l) = (col("prompt").ok_or("no `prompt` column")?, col("label").ok_or("no `label` column")?);
+    let t = col("type");
+    rows[1..]
+        .iter()
+        .filter(|r| r.len() > p.max(l))
+        .map(|r| {
+            let label = r[l].trim();
+            let unsafe_ = match label {
+                "unsafe" => true,
+                "safe" => false,
+                other => return Err(format!("label must be safe or unsafe, got {other:?}")),
+            };
+            Ok(Labelled { prompt: r[p].clone(), unsafe_, kind: t.and_then(|i| r.get(i)).cloned().unwrap_or_default() })
+        })
+        .collect()
+}
+
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', true) => quoted = false,
+            ('"', false) if field.is_empty() => quoted = true,
+            (',', false) => row.push(std::mem::take(&mut field)),
+            ('\n', false) => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            ('\r', false) => {}
+            (c, _) => field.push(c),
+        }
+    }
+    if !field.is_empty() || !row.is_empty() {
+        row.push(field);
+        rows.push(row);
+    }
+    rows
+}
+
+/// Decides every prompt for `tenant` and counts.
+pub fn run(set: &PolicySet, tenant: &Tenant, prompts: &[Labelled]) -> Report {
+    let mut lat = Vec::with_capacity(prompts.len());
+    let (mut tp, mut fnn, mut fp, mut tn) = (0, 0, 0, 0);
+    let mut mistakes = Vec::new();
+    for p in prompts {
+        let t = Instant::now();
+        let d = set.evaluate(tenant, &Subject { text: &p.prompt, ..Default::default() });
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+        let refused = matches!(d.action, Action::Refuse | Action::Support);
+        match (p.unsafe_, refused) {
+            (true, true) => tp += 1,
+            (true, false) => {
+                fnn += 1;
+                mistakes.push(("missed".into(), p.kind.clone(), p.prompt.clone()));
+            }
+            (false, true) => {
+                fp += 1;
+                mistakes.push((format!("refused {:?}", d.categories), p.kind.clone(), p.prompt.clone()));
+            }
+            (false, false) => tn += 1,
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    let pct = |q: f64| lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0);
+    Report {
+        prompts: prompts.len(),
+        true_positives: tp,
+        false_negatives: fnn,
+        false_positives: fp,
+        true_negatives: tn,
+        safe_refusal_rate: fp as f64 / (fp + tn).max(1) as f64,
+        unsafe_flag_rate: tp as f64 / (tp + fnn).max(1) as f64,
+        p50_us: pct(0.5),
+        p99_us: pct(0.99),
+        mistakes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_may_hold_commas_quotes_and_newlines() {
+        let rows = parse_csv("id,prompt,label\n1,\"Hi, \"\"you\"\"\",safe\n2,plain,unsafe\n").expect("parses");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].prompt, "Hi, \"you\"");
+        assert!(rows[1].unsafe_);
+    }
+}

@@ -1,0 +1,332 @@
+//! Evaluation: one message (and who sent it) against a tenant's packs → one decision.
+
+use crate::classify::{Classifier, RuleClassifier};
+use crate::pack::{Feature, ModAction, Mode, Pack, PackError, Rule, RuleKind, Unknown};
+use crate::region::{Groups, country_of_locale, country_of_phone, language_of_locale};
+use crate::tenant::{Override, Tenant};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// What to do with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Allow,
+    /// Answer a debated topic with balanced perspectives.
+    Balanced,
+    /// Send the category's message; generate nothing.
+    Refuse,
+    /// The feature the message needs (image understanding) is not available to this user.
+    BlockedFeature,
+    /// The service is not available in the user's region.
+    BlockedRegion,
+    /// The tenant is above the MAU threshold without Meta's license: new users are not served.
+    BlockedLicense,
+    /// Self-harm: a caring reply with crisis resources. It is a fixed text, not a generation, so
+    /// it is sent even where the model may not serve the user (a person in crisis is never met
+    /// with "not available").
+    Support,
+}
+
+impl Action {
+    /// The stable name (`allow`, `balanced`, `refuse`, `support`, `blocked_region`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Balanced => "balanced",
+            Action::Refuse => "refuse",
+            Action::Support => "support",
+            Action::BlockedFeature => "blocked_feature",
+            Action::BlockedRegion => "blocked_region",
+            Action::BlockedLicense => "blocked_license",
+        }
+    }
+
+    /// Whether nothing is generated (the pack's message is sent instead).
+    pub fn blocks_generation(self) -> bool {
+        !matches!(self, Action::Allow | Action::Balanced)
+    }
+}
+
+/// One rule that matched (acting, or in shadow mode only recorded).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RuleHit {
+    pub pack: String,
+    pub version: u32,
+    pub rule: String,
+    pub category: Option<String>,
+    pub action: Action,
+    pub shadow: bool,
+}
+
+/// The decision about one message.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Decision {
+    pub action: Action,
+    /// Hazard categories the classifier found (S1–S14).
+    pub categories: Vec<String>,
+    pub country: Option<String>,
+    pub eu: Option<bool>,
+    /// `pack/rule-id` of every enforced rule that matched.
+    pub rules: Vec<String>,
+    /// Every matching rule, shadow ones included (for the audit trail).
+    pub hits: Vec<RuleHit>,
+    /// The text to send instead of generating (refuse, support, blocks), in the user's language.
+    pub message: Option<String>,
+    /// The system prompt of balanced mode.
+    pub system_prompt: Option<String>,
+    /// Name of the classifier that ran.
+    pub classifier: String,
+}
+
+/// Who sent what.
+#[derive(Clone, Debug, Default)]
+pub struct Subject<'a> {
+    pub text: &'a str,
+    /// E.164 number (WhatsApp).
+    pub phone: Option<&'a str>,
+    pub platform: Option<&'a str>,
+    /// Declared locale (`fr_FR`).
+    pub locale: Option<&'a str>,
+    pub has_image: bool,
+    /// The tenant's monthly active users so far, when known.
+    pub monthly_active_users: Option<u64>,
+    /// First message of this user this month.
+    pub new_user: bool,
+}
+
+/// What to do with a generated reply.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutputCheck {
+    Send,
+    /// Generate once more with this system prompt (a balanced answer lectured or took one side).
+    Regenerate { system_prompt: String, reason: String },
+    /// Do not send the reply; send this instead.
+    Replace { message: String, categories: Vec<String> },
+}
+
+/// The packs herd ships (`policies/packs/*.toml`).
+pub const SHIPPED_PACKS: [(&str, &str); 3] = [
+    ("llama4-license.toml", include_str!("../packs/llama4-license.toml")),
+    ("meta-ai-rollout.toml", include_str!("../packs/meta-ai-rollout.toml")),
+    ("balanced-moderation.toml", include_str!("../packs/balanced-moderation.toml")),
+];
+
+/// Loaded packs and a classifier.
+pub struct PolicySet {
+    packs: BTreeMap<String, Pack>,
+    groups: Groups,
+    classifier: Box<dyn Classifier>,
+}
+
+impl PolicySet {
+    /// Packs from `(file name, TOML text)` pairs, with the built-in classifier.
+    pub fn from_sources<'a>(sources: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, PackError> {
+        let mut packs = BTreeMap::new();
+        let mut groups = Groups::builtin();
+        for (file, src) in sources {
+            let p = Pack::parse(src, file)?;
+            for (g, members) in &p.groups {
+                groups.insert(g.clone(), members.clone());
+            }
+            packs.insert(p.meta.name.clone(), p);
+        }
+        Ok(Self { packs, groups, classifier: Box::new(RuleClassifier) })
+    }
+
+    /// The shipped packs.
+    pub fn shipped() -> Self {
+        Self::from_sources(SHIPPED_PACKS).expect("the shipped packs are valid (tested)")
+    }
+
+    /// Every `*.toml` in `dir`.
+    pub fn load_dir(dir: &std::path::Path) -> Result<Self, PackError> {
+        let io = |e: std::io::Error| PackError { file: dir.display().to_string(), line: 0, field: "-".into(), message: e.to_string() };
+        let mut files: Vec<(String, String)> = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).map_err(io)?;
+                files.push((path.display().to_string(), text));
+            }
+        }
+        files.sort();
+        Self::from_sources(files.iter().map(|(f, t)| (f.as_str(), t.as_str())))
+    }
+
+    /// Replaces the classifier (e.g. a Llama Guard one).
+    pub fn with_classifier(mut self, c: Box<dyn Classifier>) -> Self {
+        self.classifier = c;
+        self
+    }
+
+    /// The classifier in use.
+    pub fn classifier(&self) -> &dyn Classifier {
+        self.classifier.as_ref()
+    }
+
+    /// A pack by name.
+    pub fn pack(&self, name: &str) -> Option<&Pack> {
+        self.packs.get(name)
+    }
+
+    /// Checks that `tenant` names only loaded packs and existing rules.
+    pub fn check_tenant(&self, tenant: &Tenant) -> Result<(), String> {
+        for p in &tenant.packs {
+            if !self.packs.contains_key(p) {
+                return Err(format!("tenant {}: pack {p:?} is not loaded", tenant.name));
+            }
+        }
+        for key in tenant.overrides.keys() {
+            let ok = key.split_once('/').is_some_and(|(p, r)| self.packs.get(p).is_some_and(|pk| pk.rules.iter().any(|x| x.id == r)));
+            if !ok {
+                return Err(format!("tenant {}: override {key:?} names no rule (expected \"pack/rule-id\")", tenant.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the tenant (the licensee) may activate a multimodal Llama 4 model.
+    pub fn may_activate_multimodal(&self, tenant: &Tenant) -> Result<(), String> {
+        for p in tenant.packs.iter().filter_map(|n| self.packs.get(n)) {
+            if let Some(l) = &p.license {
+                let denied = l.multimodal_denied_licensee_countries.iter().any(|g| self.groups.expand(g).contains(&tenant.principal_place_of_business));
+                if denied {
+                    return Err(format!(
+                        "tenant {}: a licensee with its principal place of business in {} may not use the multimodal Llama 4 models ({} v{})",
+                        tenant.name, tenant.principal_place_of_business, p.meta.name, p.meta.version
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The attribution the tenant's product must show, if a pack requires one.
+    pub fn attribution(&self, tenant: &Tenant) -> Option<&str> {
+        tenant.packs.iter().filter_map(|n| self.packs.get(n)).find_map(|p| p.license.as_ref().map(|l| l.attribution.as_str()))
+    }
+
+    /// Decides about one message.
+    pub fn evaluate(&self, tenant: &Tenant, s: &Subject<'_>) -> Decision {
+        let language = s.locale.and_then(language_of_locale);
+        let country = s
+            .phone
+            .and_then(country_of_phone)
+            .or_else(|| s.locale.and_then(country_of_locale))
+            .or_else(|| tenant.default_country.clone());
+        let eu = country.as_ref().map(|c| self.groups.is_eu(c));
+        let classification = self.classifier.classify(s.text);
+        let mut hits: Vec<(RuleHit, Option<&str>, &Pack)> = Vec::new();
+        for pack in tenant.packs.iter().filter_map(|n| self.packs.get(n)) {
+            for rule in &pack.rules {
+                let shadow = match tenant.overrides.get(&format!("{}/{}", pack.meta.name, rule.id)) {
+                    Some(Override::Off) => continue,
+                    Some(Override::Shadow) => true,
+                    Some(Override::Enforce) => false,
+                    None => rule.mode == Mode::Shadow,
+                };
+                let hit = |action: Action, category: Option<String>| RuleHit {
+                    pack: pack.meta.name.clone(),
+                    version: pack.meta.version,
+                    rule: rule.id.clone(),
+                    category,
+                    action,
+                    shadow,
+                };
+                match rule.kind {
+                    RuleKind::Mau => {
+                        let threshold = pack.license.as_ref().map_or(u64::MAX, |l| l.mau_threshold);
+                        if s.new_user && !tenant.meta_license_granted && s.monthly_active_users.is_some_and(|m| m > threshold) {
+                            hits.push((hit(Action::BlockedLicense, None), rule.message.as_deref(), pack));
+                        }
+                    }
+                    RuleKind::Region => {
+                        let applies = match rule.feature {
+                            Some(Feature::TextChat) | None => true,
+                            Some(Feature::ImageUnderstanding) => s.has_image,
+                        };
+                        if applies && self.region_blocks(rule, country.as_deref(), language.as_deref()) {
+                            let action = if rule.feature == Some(Feature::ImageUnderstanding) { Action::BlockedFeature } else { Action::BlockedRegion };
+                            hits.push((hit(action, None), rule.message.as_deref(), pack));
+                        }
+                    }
+                    RuleKind::Moderation => {
+                        let found = rule.categories.iter().filter(|c| {
+                            (c.as_str() == "debated" && classification.debated) || classification.categories.contains(&c.as_str())
+                        });
+                        for c in found {
+                            let action = match rule.action {
+                                Some(ModAction::Refuse) => Action::Refuse,
+                                Some(ModAction::Support) => Action::Support,
+                                Some(ModAction::Balanced) => Action::Balanced,
+                                Some(ModAction::Allow) | None => Action::Allow,
+                            };
+                            hits.push((hit(action, Some(c.clone())), rule.message.as_deref(), pack));
+                        }
+                    }
+                }
+            }
+        }
+        // The strongest enforced action wins; its rule's message and pack's prompt go with it.
+        let acting = hits.iter().filter(|(h, _, _)| !h.shadow).max_by_key(|(h, _, _)| h.action);
+        let action = acting.map_or(Action::Allow, |(h, _, _)| h.action);
+        let message = acting.and_then(|(_, m, p)| m.and_then(|m| p.message(m, language.as_deref()))).map(str::to_string);
+        let system_prompt = (action == Action::Balanced)
+            .then(|| acting.and_then(|(_, _, p)| p.moderation.as_ref()).map(|m| m.balanced_system_prompt.clone()))
+            .flatten();
+        Decision {
+            action,
+            categories: classification.categories.iter().map(|c| c.to_string()).collect(),
+            country,
+            eu,
+            rules: hits.iter().filter(|(h, _, _)| !h.shadow && h.action != Action::Allow).map(|(h, _, _)| format!("{}/{}", h.pack, h.rule)).collect(),
+            hits: hits.into_iter().map(|(h, _, _)| h).collect(),
+            message,
+            system_prompt,
+            classifier: self.classifier.name().to_string(),
+        }
+    }
+
+    fn region_blocks(&self, rule: &Rule, country: Option<&str>, language: Option<&str>) -> bool {
+        let has_country_terms = !rule.deny_countries.is_empty() || !rule.allow_countries.is_empty();
+        let by_country = match country {
+            None => has_country_terms && rule.unknown_country == Unknown::Block,
+            Some(c) => {
+                rule.deny_countries.iter().any(|g| self.groups.expand(g).contains(c))
+                    || (!rule.allow_countries.is_empty() && !rule.allow_countries.iter().any(|g| self.groups.expand(g).contains(c)))
+            }
+        };
+        let by_language = !rule.allow_languages.is_empty() && !language.is_some_and(|l| rule.allow_languages.iter().any(|a| a == l));
+        by_country || by_language
+    }
+
+    /// Looks at a generated reply: unsafe content is replaced by the category's message; a
+    /// balanced answer that lectures or shows one side is regenerated once (`attempt` 0 → may
+    /// regenerate, 1 → send as is).
+    pub fn check_output(&self, tenant: &Tenant, decision: &Decision, reply: &str, attempt: u32) -> OutputCheck {
+        let subject = Subject { text: reply, ..Default::default() };
+        let mut on_reply = self.evaluate(tenant, &subject);
+        on_reply.hits.retain(|h| h.category.is_some());
+        if matches!(on_reply.action, Action::Refuse) {
+            return OutputCheck::Replace { message: on_reply.message.unwrap_or_default(), categories: on_reply.categories };
+        }
+        if decision.action != Action::Balanced || attempt > 0 {
+            return OutputCheck::Send;
+        }
+        let Some(m) = tenant.packs.iter().filter_map(|n| self.packs.get(n)).find_map(|p| p.moderation.as_ref()) else {
+            return OutputCheck::Send;
+        };
+        let lower = reply.to_lowercase();
+        let lecture = m.lecturing_phrases.iter().find(|p| lower.contains(&p.to_lowercase()));
+        let sides = ["some ", "others", "on the other hand", "supporters", "critics", "proponents", "opponents", "argue", "while ", "however", "perspective", "view"];
+        let one_sided = reply.split_whitespace().count() > 25 && sides.iter().filter(|s| lower.contains(*s)).count() < 2;
+        let reason = match (lecture, one_sided) {
+            (Some(p), _) => format!("lecturing phrase {p:?}"),
+            (None, true) => "one perspective only".to_string(),
+            (None, false) => return OutputCheck::Send,
+        };
+        let base = decision.system_prompt.clone().unwrap_or_else(|| m.balanced_system_prompt.clone());
+        OutputCheck::Regenerate { system_prompt: format!("{base}\n\n{}", m.stronger_instruction), reason }
+    }
+}

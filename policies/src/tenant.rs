@@ -1,0 +1,60 @@
+//! A tenant's policy settings: where the licensee is, which packs apply, rule overrides.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// How a tenant overrides one rule (`"pack/rule-id"` → this).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Override {
+    Enforce,
+    Shadow,
+    Off,
+}
+
+/// Policy settings of one tenant.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    pub name: String,
+    /// ISO country of the licensee's principal place of business.
+    pub principal_place_of_business: String,
+    /// Country assumed for users without a phone number or locale (Messenger, Instagram).
+    #[serde(default)]
+    pub default_country: Option<String>,
+    /// Packs that apply, by name.
+    pub packs: Vec<String>,
+    /// Meta granted the separate license needed above the MAU threshold.
+    #[serde(default)]
+    pub meta_license_granted: bool,
+    /// The tenant serves a multimodal Llama 4 model.
+    #[serde(default)]
+    pub multimodal: bool,
+    /// `"pack/rule-id" = "enforce" | "shadow" | "off"`.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, Override>,
+}
+
+impl Tenant {
+    /// The demo tenant: a US licensee with the three shipped packs.
+    pub fn demo() -> Self {
+        Self {
+            name: "demo".into(),
+            principal_place_of_business: "US".into(),
+            default_country: None,
+            packs: vec!["llama4-license".into(), "meta-ai-rollout".into(), "balanced-moderation".into()],
+            meta_license_granted: false,
+            multimodal: false,
+            overrides: BTreeMap::new(),
+        }
+    }
+
+    /// Parses a tenant file (TOML); `file` names it in errors.
+    pub fn parse(src: &str, file: &str) -> Result<Self, String> {
+        let t: Tenant = toml::from_str(src).map_err(|e| format!("{file}: {}", e.message()))?;
+        if !crate::region::is_country(&t.principal_place_of_business) {
+            return Err(format!("{file}: principal_place_of_business {:?} is not an ISO country code", t.principal_place_of_business));
+        }
+        Ok(t)
+    }
+}
