@@ -6,7 +6,7 @@
 //! - [`region`]: countries of phone numbers and locales, country groups;
 //! - [`classify`]: moderation classifiers (the built-in rules-with-context one);
 //! - [`tenant`]: a tenant's policy settings;
-//! - [`decide`]: evaluation.
+//! - [`decide`]: evaluation (`PolicySet`).
 
 pub mod bench;
 pub mod classify;

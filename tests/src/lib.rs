@@ -10,7 +10,7 @@ use herd_core::Settings;
 use herd_core::settings::{ChannelSeed, TenantSeed};
 use herd_queue::Queue;
 use herd_store::Store;
-use herd_worker::{AllowAll, EngineHandle, PolicyHook, Worker};
+use herd_worker::{EngineHandle, PacksPolicy, PolicyHook, Worker};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -119,6 +119,8 @@ pub struct Herd {
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     engine: EngineHandle,
+    /// The policy hook of the workers this herd starts.
+    pub policy: Arc<dyn PolicyHook>,
 }
 
 fn unique() -> String {
@@ -158,7 +160,16 @@ pub fn settings(stub: &GraphStub, db_url: &str, prefix: &str) -> Settings {
         verify_token: "verify-me".into(),
         access_token: "token".into(),
     };
-    s.tenants = vec![TenantSeed { name: "acme".into(), channels: vec![ch("whatsapp", WA_PHONE_ID, WA_SECRET), ch("messenger", PAGE_ID, PAGE_SECRET)] }];
+    s.tenants = vec![TenantSeed {
+        name: "acme".into(),
+        channels: vec![ch("whatsapp", WA_PHONE_ID, WA_SECRET), ch("messenger", PAGE_ID, PAGE_SECRET)],
+        principal_place_of_business: "US".into(),
+        default_country: None,
+        packs: vec!["llama4-license".into(), "meta-ai-rollout".into(), "balanced-moderation".into()],
+        meta_license_granted: false,
+        multimodal: false,
+        overrides: Default::default(),
+    }];
     s
 }
 
@@ -174,13 +185,45 @@ pub async fn fresh_database() -> String {
 }
 
 impl Herd {
-    /// Starts a herd with `workers` worker loops and the default policy.
+    /// Starts a herd with `workers` worker loops and the shipped policy packs.
     pub async fn start(workers: usize) -> Self {
-        Self::start_with(workers, |_| {}, Arc::new(AllowAll)).await
+        Self::start_with(workers, |_| {}, None).await
     }
 
-    /// Starts a herd after `tweak` adjusts the settings, with `policy` in every worker.
-    pub async fn start_with(workers: usize, tweak: impl FnOnce(&mut Settings), policy: Arc<dyn PolicyHook>) -> Self {
+    /// The shipped packs with the settings' tenant policies (what `herd serve` runs).
+    pub async fn packs_policy(settings: &Settings, store: &Store) -> Arc<dyn PolicyHook> {
+        let ids = store.tenants().await.expect("tenants");
+        let mut tenants = std::collections::HashMap::new();
+        for t in &settings.tenants {
+            let id = ids.iter().find(|(_, n)| *n == t.name).expect("seeded").0;
+            let overrides = t
+                .overrides
+                .iter()
+                .map(|(k, v)| {
+                    let o = match v.as_str() {
+                        "shadow" => herd_policies::tenant::Override::Shadow,
+                        "off" => herd_policies::tenant::Override::Off,
+                        _ => herd_policies::tenant::Override::Enforce,
+                    };
+                    (k.clone(), o)
+                })
+                .collect();
+            tenants.insert(id, herd_policies::Tenant {
+                name: t.name.clone(),
+                principal_place_of_business: t.principal_place_of_business.clone(),
+                default_country: t.default_country.clone(),
+                packs: t.packs.clone(),
+                meta_license_granted: t.meta_license_granted,
+                multimodal: t.multimodal,
+                overrides,
+            });
+        }
+        Arc::new(PacksPolicy::new(Arc::new(herd_policies::PolicySet::shipped()), tenants).expect("valid tenant policies"))
+    }
+
+    /// Starts a herd after `tweak` adjusts the settings, with `policy` in every worker (None: the
+    /// shipped packs, as `herd serve` runs them).
+    pub async fn start_with(workers: usize, tweak: impl FnOnce(&mut Settings), policy: Option<Arc<dyn PolicyHook>>) -> Self {
         herd_channels::send::install_crypto();
         let stub = GraphStub::start().await;
         let db = fresh_database().await;
@@ -199,8 +242,12 @@ impl Herd {
         tokio::spawn(herd_gateway::serve(listener, state, async move {
             let _ = rx_gw.changed().await;
         }));
+        let policy = match policy {
+            Some(p) => p,
+            None => Self::packs_policy(&settings, &store).await,
+        };
         let engine = EngineHandle::start(std::path::Path::new(&settings.worker.model), "f32", 64, settings.worker.context_tokens).expect("engine");
-        let mut herd = Self { settings, store, queue, stub, gateway, http: reqwest::Client::new(), stop, workers: vec![], engine };
+        let mut herd = Self { settings, store, queue, stub, gateway, http: reqwest::Client::new(), stop, workers: vec![], engine, policy: policy.clone() };
         for i in 0..workers {
             herd.spawn_worker(&format!("w{i}"), policy.clone());
         }

@@ -2,7 +2,8 @@
 //! replies.
 
 use herd_e2e::*;
-use herd_worker::{Decision, PolicyHook, TurnContext};
+use herd_store::DecisionRecord;
+use herd_worker::{Decision, Output, PolicyHook, TurnContext};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -68,7 +69,7 @@ async fn the_verification_handshake_echoes_the_challenge_only_for_our_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_over_the_limit_is_recorded_and_told_to_slow_down_once() {
-    let herd = Herd::start_with(1, |s| s.limits.sender_per_minute = 2, Arc::new(herd_worker::AllowAll)).await;
+    let herd = Herd::start_with(1, |s| s.limits.sender_per_minute = 2, None).await;
     let user = "447700900099";
     for i in 0..5 {
         let body = whatsapp_texts(&[(user, &format!("wamid.RL{i}"), "Hello")]);
@@ -88,18 +89,18 @@ async fn a_sender_over_the_limit_is_recorded_and_told_to_slow_down_once() {
 struct LongReply(String);
 
 impl PolicyHook for LongReply {
-    fn check_input(&self, _: &TurnContext<'_>) -> Decision {
-        Decision::Allow
+    fn check_input(&self, _: &TurnContext<'_>) -> (Decision, Vec<DecisionRecord>) {
+        (Decision::Allow, vec![])
     }
-    fn check_output(&self, _: &TurnContext<'_>, _: &str) -> Decision {
-        Decision::Replace(self.0.clone())
+    fn check_output(&self, _: &TurnContext<'_>, _: &Decision, _: &str, _: u32) -> (Output, Vec<DecisionRecord>) {
+        (Output::Replace(self.0.clone()), vec![])
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ten_thousand_character_reply_arrives_as_several_messages_within_the_limit_in_order() {
     let text: String = (0..400).map(|i| format!("Sentence number {i} is here. ")).collect::<String>()[..10_000].to_string();
-    let herd = Herd::start_with(1, |_| {}, Arc::new(LongReply(text.clone()))).await;
+    let herd = Herd::start_with(1, |_| {}, Some(Arc::new(LongReply(text.clone())))).await;
     herd.post("whatsapp", &whatsapp_texts(&[("447700900111", "wamid.LONG", "Hello")]), Some(WA_SECRET)).await;
     herd.wait_until(20, "the outbox to finish", || async { herd.count("SELECT count(*) FROM outbox WHERE state = 'sent'").await == 1 }).await;
     let sends = herd.stub.sends();

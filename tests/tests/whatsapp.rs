@@ -121,7 +121,7 @@ async fn a_batch_of_five_messages_from_two_users_gets_five_replies_each_users_in
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_turn_is_taken_over_and_the_message_answered_once() -> Rt {
     let mut herd = Herd::start(0).await;
-    let policy: std::sync::Arc<dyn herd_worker::PolicyHook> = std::sync::Arc::new(herd_worker::AllowAll);
+    let policy = herd.policy.clone();
     // The first worker takes the message and hangs in its turn (the read/typing call is held).
     herd.stub.hold_next_typing(std::time::Duration::from_secs(30));
     let first = herd.spawn_worker("doomed", policy.clone());

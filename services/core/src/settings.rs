@@ -27,6 +27,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub limits: LimitSettings,
     pub platforms: PlatformSettings,
+    pub policies: PolicySettings,
     /// Tenants and channels seeded into PostgreSQL at start (the demo's, or a small deployment's).
     pub tenants: Vec<TenantSeed>,
 }
@@ -116,13 +117,47 @@ pub struct PlatformSettings {
     pub send_timeout_ms: u64,
 }
 
-/// A tenant and its channels, seeded at start.
+/// A tenant and its channels, seeded at start, with its policy settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantSeed {
     pub name: String,
     #[serde(default)]
     pub channels: Vec<ChannelSeed>,
+    /// ISO country of the licensee's principal place of business.
+    #[serde(default = "default_place")]
+    pub principal_place_of_business: String,
+    /// Country assumed for users herd cannot place (Messenger/Instagram without a locale).
+    #[serde(default)]
+    pub default_country: Option<String>,
+    /// Policy packs that apply, by name.
+    #[serde(default = "default_packs")]
+    pub packs: Vec<String>,
+    /// Meta granted the license needed above 700M monthly active users.
+    #[serde(default)]
+    pub meta_license_granted: bool,
+    /// The tenant serves a multimodal Llama 4 model.
+    #[serde(default)]
+    pub multimodal: bool,
+    /// `"pack/rule-id" = "enforce" | "shadow" | "off"`.
+    #[serde(default)]
+    pub overrides: std::collections::BTreeMap<String, String>,
+}
+
+fn default_place() -> String {
+    "US".into()
+}
+
+fn default_packs() -> Vec<String> {
+    vec!["llama4-license".into(), "meta-ai-rollout".into(), "balanced-moderation".into()]
+}
+
+/// Where policy packs come from.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySettings {
+    /// Folder of `*.toml` packs; empty means the packs shipped in the binary.
+    pub packs_dir: String,
 }
 
 /// A channel: one WhatsApp number, Facebook Page or Instagram account.
@@ -151,6 +186,7 @@ impl Default for Settings {
             worker: WorkerSettings::default(),
             limits: LimitSettings::default(),
             platforms: PlatformSettings::default(),
+            policies: PolicySettings::default(),
             tenants: Vec::new(),
         }
     }

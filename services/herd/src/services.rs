@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use herd_core::Settings;
 use herd_queue::Queue;
 use herd_store::Store;
-use herd_worker::{AllowAll, EngineHandle, Worker};
+use herd_worker::{EngineHandle, PacksPolicy, PolicyHook, Worker};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -19,6 +19,8 @@ pub async fn store(s: &Settings) -> Result<Store> {
     let store = Store::connect(&s.database_url).await.with_context(|| format!("connecting to PostgreSQL at {}", redact(&s.database_url)))?;
     store.migrate().await.context("applying migrations")?;
     store.seed(&s.tenants).await.context("seeding tenants and channels")?;
+    // Refuse to start on broken packs or tenant policy settings.
+    policy(s, &store).await?;
     Ok(store)
 }
 
@@ -68,8 +70,51 @@ pub async fn run_gateway(s: &Settings, store: Store, queue: Queue, shutdown: wat
     herd_gateway::serve(listener, state, wait(shutdown)).await.context("serving the gateway")
 }
 
+/// The policy packs and each tenant's policy settings; a broken pack or tenant stops start-up.
+pub async fn policy(s: &Settings, store: &Store) -> Result<Arc<dyn PolicyHook>> {
+    let set = if s.policies.packs_dir.is_empty() {
+        herd_policies::PolicySet::shipped()
+    } else {
+        herd_policies::PolicySet::load_dir(Path::new(&s.policies.packs_dir)).map_err(|e| anyhow::anyhow!("policy packs: {e}"))?
+    };
+    let ids = store.tenants().await.context("reading tenants")?;
+    let mut tenants = std::collections::HashMap::new();
+    for t in &s.tenants {
+        let Some((id, _)) = ids.iter().find(|(_, n)| *n == t.name) else { continue };
+        tenants.insert(*id, tenant_policy(t)?);
+    }
+    Ok(Arc::new(PacksPolicy::new(Arc::new(set), tenants).map_err(anyhow::Error::msg)?))
+}
+
+/// A tenant's policy settings from the settings file.
+pub fn tenant_policy(t: &herd_core::settings::TenantSeed) -> Result<herd_policies::Tenant> {
+    let mut overrides = std::collections::BTreeMap::new();
+    for (k, v) in &t.overrides {
+        let o = match v.as_str() {
+            "enforce" => herd_policies::tenant::Override::Enforce,
+            "shadow" => herd_policies::tenant::Override::Shadow,
+            "off" => herd_policies::tenant::Override::Off,
+            other => anyhow::bail!("tenant {}: override {k:?} must be enforce, shadow or off, got {other:?}", t.name),
+        };
+        overrides.insert(k.clone(), o);
+    }
+    if !herd_policies::region::is_country(&t.principal_place_of_business) {
+        anyhow::bail!("tenant {}: principal_place_of_business {:?} is not an ISO country code", t.name, t.principal_place_of_business);
+    }
+    Ok(herd_policies::Tenant {
+        name: t.name.clone(),
+        principal_place_of_business: t.principal_place_of_business.clone(),
+        default_country: t.default_country.clone(),
+        packs: t.packs.clone(),
+        meta_license_granted: t.meta_license_granted,
+        multimodal: t.multimodal,
+        overrides,
+    })
+}
+
 pub async fn run_workers(s: &Settings, store: Store, queue: Queue, shutdown: watch::Receiver<bool>) -> Result<()> {
     let settings = Arc::new(s.clone());
+    let policy = policy(s, &store).await?;
     let mut set = tokio::task::JoinSet::new();
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "herd".into());
     for i in 0..s.worker.count.max(1) {
@@ -77,7 +122,7 @@ pub async fn run_workers(s: &Settings, store: Store, queue: Queue, shutdown: wat
         let engine = EngineHandle::start(Path::new(&cfg.model), &cfg.dtype, cfg.concurrency * 4, cfg.context_tokens)
             .with_context(|| format!("loading the model {}", cfg.model))?;
         let name = format!("{host}-{}-{i}", std::process::id());
-        let w = Worker::new(name, settings.clone(), store.clone(), queue.clone(), engine, Arc::new(AllowAll));
+        let w = Worker::new(name, settings.clone(), store.clone(), queue.clone(), engine, policy.clone());
         set.spawn(w.run(shutdown.clone()));
     }
     while set.join_next().await.is_some() {}

@@ -296,6 +296,28 @@ impl Queue {
         Ok(r.is_some())
     }
 
+    /// Counts a user as active this month for a tenant (HyperLogLog, one key per tenant per
+    /// month, kept 40 days). Returns whether the user was new this month (as far as the sketch
+    /// can tell) and the tenant's monthly active users.
+    pub async fn count_active_user(&self, tenant_id: i64, user: &str) -> Result<(bool, u64)> {
+        let month = chrono::Utc::now().format("%Y-%m");
+        let key = self.key(&format!("mau:{tenant_id}:{month}"));
+        let mut c = self.conn.clone();
+        let (added, count): (i64, u64) = redis::pipe()
+            .cmd("PFADD").arg(&key).arg(user)
+            .cmd("PFCOUNT").arg(&key)
+            .cmd("EXPIRE").arg(&key).arg(40 * 24 * 3600).ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok((added == 1, count))
+    }
+
+    /// The tenant's monthly active users of `month` (`YYYY-MM`).
+    pub async fn monthly_active_users(&self, tenant_id: i64, month: &str) -> Result<u64> {
+        let mut c = self.conn.clone();
+        Ok(redis::cmd("PFCOUNT").arg(self.key(&format!("mau:{tenant_id}:{month}"))).query_async(&mut c).await?)
+    }
+
     /// Entries read but not yet acknowledged.
     pub async fn pending_count(&self) -> Result<u64> {
         let mut c = self.conn.clone();

@@ -58,6 +58,22 @@ pub struct ReplyMetrics {
     pub generation_ms: i32,
     pub send_ms: i32,
     pub end_to_end_ms: i32,
+    /// How the reply was made (standard, balanced, balanced_regenerated, policy_message).
+    pub prompt_mode: Option<String>,
+}
+
+/// One policy rule that matched, for the audit trail.
+#[derive(Clone, Debug)]
+pub struct DecisionRecord {
+    pub stage: &'static str,
+    pub pack: String,
+    pub pack_version: i32,
+    pub rule: String,
+    pub category: Option<String>,
+    pub action: String,
+    pub shadow: bool,
+    pub country: Option<String>,
+    pub classifier: String,
 }
 
 /// Handle to the database (cheap to clone).
@@ -238,6 +254,36 @@ impl Store {
         Ok(turns)
     }
 
+    /// Tenants by id: `(id, name)`.
+    pub async fn tenants(&self) -> Result<Vec<(i64, String)>> {
+        Ok(sqlx::query_as("SELECT id, name FROM tenants").fetch_all(&self.pool).await?)
+    }
+
+    /// Records policy decisions about one message.
+    pub async fn record_decisions(&self, tenant_id: i64, message_id: i64, conversation_id: i64, records: &[DecisionRecord]) -> Result<()> {
+        for r in records {
+            sqlx::query(
+                "INSERT INTO policy_decisions (message_id, conversation_id, tenant_id, stage, pack, pack_version, rule, category, action, shadow, country, classifier)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(message_id)
+            .bind(conversation_id)
+            .bind(tenant_id)
+            .bind(r.stage)
+            .bind(&r.pack)
+            .bind(r.pack_version)
+            .bind(&r.rule)
+            .bind(&r.category)
+            .bind(&r.action)
+            .bind(r.shadow)
+            .bind(&r.country)
+            .bind(&r.classifier)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// How many of these inbound platform message ids of a channel are recorded.
     pub async fn recorded_count(&self, channel_id: i64, ids: &[String]) -> Result<i64> {
         Ok(sqlx::query_scalar(
@@ -305,8 +351,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO messages (conversation_id, channel_id, direction, platform_message_id, kind, body, status, reply_to, part,
-               tokens_in, tokens_out, queue_wait_ms, ttft_ms, generation_ms, send_ms, end_to_end_ms)
-             VALUES ($1, $2, 'out', $3, 'text', $4, 'sent', $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+               tokens_in, tokens_out, queue_wait_ms, ttft_ms, generation_ms, send_ms, end_to_end_ms, prompt_mode)
+             VALUES ($1, $2, 'out', $3, 'text', $4, 'sent', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
         )
         .bind(inbound.conversation_id)
         .bind(channel_id)
@@ -321,6 +367,7 @@ impl Store {
         .bind(metrics.generation_ms)
         .bind(metrics.send_ms)
         .bind(metrics.end_to_end_ms)
+        .bind(&metrics.prompt_mode)
         .fetch_one(&mut *tx)
         .await?;
         if let Some(pmid) = platform_message_id {

@@ -1,5 +1,10 @@
-//! The policy hook the worker calls before and after generation. The policy layer (region
-//! rules, moderation) plugs in here; [`AllowAll`] is the default.
+//! The policy hook the worker calls before generation (input) and after (output), and its
+//! implementation over herd's policy packs ([`PacksPolicy`]). [`AllowAll`] allows everything.
+
+use herd_policies::{Action, OutputCheck, PolicySet, Subject, Tenant};
+use herd_store::DecisionRecord;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// What the worker knows about a turn when it asks the policy.
 #[derive(Clone, Debug)]
@@ -8,33 +13,147 @@ pub struct TurnContext<'a> {
     pub platform: herd_core::Platform,
     pub sender: &'a str,
     pub text: &'a str,
+    /// The message carries an image.
+    pub has_image: bool,
+    /// The tenant's monthly active users, and whether this user is new this month.
+    pub monthly_active_users: Option<u64>,
+    pub new_user: bool,
 }
 
-/// A policy decision.
+/// The input decision.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
-    /// Go on.
+    /// Generate as usual.
     Allow,
-    /// Do not generate (or do not send the generated text); send this instead.
+    /// Generate with this system prompt (balanced mode for debated topics).
+    Guide { system_prompt: String },
+    /// Do not generate; send this instead.
     Replace(String),
+    /// Do not generate; send this the first time in a conversation, then nothing.
+    ReplaceOnce(String),
     /// Send nothing.
     Block,
 }
 
-/// Input check before generation, output check after.
-pub trait PolicyHook: Send + Sync {
-    fn check_input(&self, ctx: &TurnContext<'_>) -> Decision;
-    fn check_output(&self, ctx: &TurnContext<'_>, reply: &str) -> Decision;
+/// The output decision.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    Send,
+    /// Generate once more with this system prompt.
+    Regenerate { system_prompt: String },
+    /// Send this instead of the reply.
+    Replace(String),
 }
 
-/// Allows everything.
+/// Input check before generation, output check after; both return what to record.
+pub trait PolicyHook: Send + Sync {
+    fn check_input(&self, ctx: &TurnContext<'_>) -> (Decision, Vec<DecisionRecord>);
+    fn check_output(&self, ctx: &TurnContext<'_>, input: &Decision, reply: &str, attempt: u32) -> (Output, Vec<DecisionRecord>);
+}
+
+/// Allows everything, records nothing.
 pub struct AllowAll;
 
 impl PolicyHook for AllowAll {
-    fn check_input(&self, _: &TurnContext<'_>) -> Decision {
-        Decision::Allow
+    fn check_input(&self, _: &TurnContext<'_>) -> (Decision, Vec<DecisionRecord>) {
+        (Decision::Allow, vec![])
     }
-    fn check_output(&self, _: &TurnContext<'_>, _: &str) -> Decision {
-        Decision::Allow
+    fn check_output(&self, _: &TurnContext<'_>, _: &Decision, _: &str, _: u32) -> (Output, Vec<DecisionRecord>) {
+        (Output::Send, vec![])
+    }
+}
+
+/// The policy packs, per tenant.
+pub struct PacksPolicy {
+    set: Arc<PolicySet>,
+    tenants: HashMap<i64, Tenant>,
+}
+
+impl PacksPolicy {
+    /// `tenants` maps tenant ids to their policy settings (checked against the packs).
+    pub fn new(set: Arc<PolicySet>, tenants: HashMap<i64, Tenant>) -> Result<Self, String> {
+        for t in tenants.values() {
+            set.check_tenant(t)?;
+            if t.multimodal {
+                set.may_activate_multimodal(t)?;
+            }
+        }
+        Ok(Self { set, tenants })
+    }
+
+    fn subject<'a>(ctx: &'a TurnContext<'a>) -> Subject<'a> {
+        Subject {
+            text: ctx.text,
+            phone: (ctx.platform == herd_core::Platform::Whatsapp && ctx.sender.chars().all(|c| c.is_ascii_digit())).then_some(ctx.sender),
+            platform: Some(ctx.platform.as_str()),
+            locale: None,
+            has_image: ctx.has_image,
+            monthly_active_users: ctx.monthly_active_users,
+            new_user: ctx.new_user,
+        }
+    }
+}
+
+fn records(stage: &'static str, d: &herd_policies::Decision) -> Vec<DecisionRecord> {
+    d.hits
+        .iter()
+        .map(|h| DecisionRecord {
+            stage,
+            pack: h.pack.clone(),
+            pack_version: h.version as i32,
+            rule: h.rule.clone(),
+            category: h.category.clone(),
+            action: h.action.as_str().to_string(),
+            shadow: h.shadow,
+            country: d.country.clone(),
+            classifier: d.classifier.clone(),
+        })
+        .collect()
+}
+
+impl PolicyHook for PacksPolicy {
+    fn check_input(&self, ctx: &TurnContext<'_>) -> (Decision, Vec<DecisionRecord>) {
+        let Some(tenant) = self.tenants.get(&ctx.tenant_id) else { return (Decision::Allow, vec![]) };
+        let d = self.set.evaluate(tenant, &Self::subject(ctx));
+        let msg = d.message.clone().unwrap_or_default();
+        let decision = match d.action {
+            Action::Allow => Decision::Allow,
+            Action::Balanced => d.system_prompt.clone().map_or(Decision::Allow, |p| Decision::Guide { system_prompt: p }),
+            Action::Refuse | Action::Support | Action::BlockedFeature => Decision::Replace(msg),
+            Action::BlockedRegion | Action::BlockedLicense => Decision::ReplaceOnce(msg),
+        };
+        (decision, records("input", &d))
+    }
+
+    fn check_output(&self, ctx: &TurnContext<'_>, input: &Decision, reply: &str, attempt: u32) -> (Output, Vec<DecisionRecord>) {
+        let Some(tenant) = self.tenants.get(&ctx.tenant_id) else { return (Output::Send, vec![]) };
+        let mut d = self.set.evaluate(tenant, &Self::subject(ctx));
+        if let Decision::Guide { system_prompt } = input {
+            d.action = Action::Balanced;
+            d.system_prompt = Some(system_prompt.clone());
+        }
+        match self.set.check_output(tenant, &d, reply, attempt) {
+            OutputCheck::Send => (Output::Send, vec![]),
+            OutputCheck::Regenerate { system_prompt, reason } => {
+                let rec = DecisionRecord {
+                    stage: "output",
+                    pack: "balanced-moderation".into(),
+                    pack_version: self.set.pack("balanced-moderation").map_or(0, |p| p.meta.version as i32),
+                    rule: format!("regenerate: {reason}"),
+                    category: Some("debated".into()),
+                    action: "regenerate".into(),
+                    shadow: false,
+                    country: d.country.clone(),
+                    classifier: d.classifier.clone(),
+                };
+                (Output::Regenerate { system_prompt }, vec![rec])
+            }
+            OutputCheck::Replace { message, categories } => {
+                let on_reply = self.set.evaluate(tenant, &Subject { text: reply, ..Default::default() });
+                let mut recs = records("output", &on_reply);
+                recs.retain(|r| r.category.as_ref().is_some_and(|c| categories.contains(c)));
+                (Output::Replace(message), recs)
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Handling one stream entry: statuses, rate-limited messages, and answering a conversation.
 
 use crate::engine::EngineError;
-use crate::policy::{Decision, TurnContext};
+use crate::policy::{Decision, Output, TurnContext};
 use crate::{Worker, WorkerError};
 use herd_channels::send::{ChannelRef, SendAction, SendError};
 use herd_core::{InboundMessage, split_message};
@@ -162,43 +162,74 @@ async fn answer(w: &Worker, ch: &Channel, m: &InboundMessage, inbound: &InboundR
     if let Err(e) = w.sender.mark_read_and_typing(&r, &m.sender, &inbound.platform_message_id).await {
         tracing::debug!(error = %e, "mark read / typing failed");
     }
-    let ctx = TurnContext { tenant_id: ch.tenant_id, platform: ch.platform, sender: &m.sender, text: &inbound.body };
-    let cfg = &w.settings.worker;
-    let (reply, mut metrics) = match w.policy.check_input(&ctx) {
+    let (new_user, mau) = match w.queue.count_active_user(ch.tenant_id, &format!("{}:{}", ch.platform.as_str(), m.sender)).await {
+        Ok((n, c)) => (n, Some(c)),
+        Err(e) => {
+            tracing::warn!(error = %e, "counting monthly active users failed");
+            (false, None)
+        }
+    };
+    let ctx = TurnContext {
+        tenant_id: ch.tenant_id,
+        platform: ch.platform,
+        sender: &m.sender,
+        text: &inbound.body,
+        has_image: inbound.kind == "image",
+        monthly_active_users: mau,
+        new_user,
+    };
+    let (decision, records) = w.policy.check_input(&ctx);
+    w.store.record_decisions(ch.tenant_id, inbound.id, inbound.conversation_id, &records).await?;
+    let policy_message = |text: String| (text, ReplyMetrics { prompt_mode: Some("policy_message".into()), ..Default::default() });
+    let (reply, mut metrics) = match &decision {
         Decision::Block => {
             w.store.set_status(inbound.id, "blocked").await?;
             return Ok(());
         }
-        Decision::Replace(text) => (text, ReplyMetrics::default()),
-        Decision::Allow => {
-            let history = w.store.history(inbound.conversation_id, inbound.id, 64).await?;
-            let mut messages = Vec::new();
-            if !cfg.system_prompt.is_empty() {
-                messages.push(ChatMessage::new("system", &cfg.system_prompt));
+        Decision::ReplaceOnce(text) => {
+            // A blocked user hears why once per conversation; after that, nothing is sent.
+            if !w.queue.once_per(&format!("policy-notice:{}", inbound.conversation_id), 30 * 24 * 3600).await? {
+                w.store.set_status(inbound.id, "blocked").await?;
+                return Ok(());
             }
-            messages.extend(history.iter().map(|t| ChatMessage::new(if t.inbound { "user" } else { "assistant" }, &t.body)));
-            let prompt = w.engine.prompt(messages, cfg.max_new_tokens).map_err(|e| WorkerError::DeadLetter(e.to_string()))?;
-            let g = match w.engine.generate(prompt, cfg.max_new_tokens, cfg.temperature).await {
-                Ok(g) => g,
-                Err(e @ (EngineError::Overloaded(_) | EngineError::Stopped)) => return Err(WorkerError::Transient(e.to_string())),
-                Err(e) => return Err(WorkerError::DeadLetter(e.to_string())),
+            policy_message(text.clone())
+        }
+        Decision::Replace(text) => policy_message(text.clone()),
+        Decision::Allow | Decision::Guide { .. } => {
+            let history = w.store.history(inbound.conversation_id, inbound.id, 64).await?;
+            let guide = match &decision {
+                Decision::Guide { system_prompt } => Some(system_prompt.clone()),
+                _ => None,
             };
-            let metrics = ReplyMetrics {
-                tokens_in: g.tokens_in as i32,
-                tokens_out: g.tokens_out as i32,
-                ttft_ms: g.ttft_ms as i32,
-                generation_ms: g.generation_ms as i32,
-                ..Default::default()
-            };
-            let text = match w.policy.check_output(&ctx, &g.text) {
-                Decision::Allow => g.text,
-                Decision::Replace(t) => t,
-                Decision::Block => {
-                    w.store.set_status(inbound.id, "blocked").await?;
-                    return Ok(());
+            let mut attempt = 0;
+            let mut system = guide.clone();
+            loop {
+                let g = generate(w, &history, system.as_deref()).await?;
+                let mode = match (&guide, attempt) {
+                    (None, _) => "standard",
+                    (Some(_), 0) => "balanced",
+                    (Some(_), _) => "balanced_regenerated",
+                };
+                let metrics = ReplyMetrics {
+                    tokens_in: g.tokens_in as i32,
+                    tokens_out: g.tokens_out as i32,
+                    ttft_ms: g.ttft_ms as i32,
+                    generation_ms: g.generation_ms as i32,
+                    prompt_mode: Some(mode.into()),
+                    ..Default::default()
+                };
+                let (out, recs) = w.policy.check_output(&ctx, &decision, &g.text, attempt);
+                w.store.record_decisions(ch.tenant_id, inbound.id, inbound.conversation_id, &recs).await?;
+                match out {
+                    Output::Send => break (g.text, metrics),
+                    Output::Replace(text) => break (text, ReplyMetrics { prompt_mode: Some("policy_message".into()), ..metrics }),
+                    Output::Regenerate { system_prompt } if attempt == 0 => {
+                        attempt += 1;
+                        system = Some(system_prompt);
+                    }
+                    Output::Regenerate { .. } => break (g.text, metrics),
                 }
-            };
-            (text, metrics)
+            }
         }
     };
     if reply.trim().is_empty() {
@@ -240,6 +271,28 @@ async fn answer(w: &Worker, ch: &Channel, m: &InboundMessage, inbound: &InboundR
     w.store.outbox_finish(inbound.id, "sent", attempts_total, None, "answered").await?;
     tracing::info!(inbound = inbound.id, parts = parts.len(), ms = started.elapsed().as_millis() as u64, "answered");
     Ok(())
+}
+
+/// Generates a reply to the conversation so far, with an extra system prompt when given.
+async fn generate(w: &Worker, history: &[herd_store::Turn], extra_system: Option<&str>) -> Result<crate::engine::Reply, WorkerError> {
+    let cfg = &w.settings.worker;
+    let system = match (cfg.system_prompt.trim(), extra_system) {
+        ("", None) => None,
+        (base, None) => Some(base.to_string()),
+        ("", Some(x)) => Some(x.trim().to_string()),
+        (base, Some(x)) => Some(format!("{base}\n\n{}", x.trim())),
+    };
+    let mut messages = Vec::new();
+    if let Some(s) = system {
+        messages.push(ChatMessage::new("system", &s));
+    }
+    messages.extend(history.iter().map(|t| ChatMessage::new(if t.inbound { "user" } else { "assistant" }, &t.body)));
+    let prompt = w.engine.prompt(messages, cfg.max_new_tokens).map_err(|e| WorkerError::DeadLetter(e.to_string()))?;
+    match w.engine.generate(prompt, cfg.max_new_tokens, cfg.temperature).await {
+        Ok(g) => Ok(g),
+        Err(e @ (EngineError::Overloaded(_) | EngineError::Stopped)) => Err(WorkerError::Transient(e.to_string())),
+        Err(e) => Err(WorkerError::DeadLetter(e.to_string())),
+    }
 }
 
 /// Sends one piece, retrying rate limits, 5xx and network errors with exponential backoff.
