@@ -330,3 +330,112 @@ impl PolicySet {
         OutputCheck::Regenerate { system_prompt: format!("{base}\n\n{}", m.stronger_instruction), reason }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenant::Override;
+
+    fn eval(set: &PolicySet, t: &Tenant, s: Subject<'_>) -> Decision {
+        set.evaluate(t, &s)
+    }
+
+    #[test]
+    fn the_shipped_packs_load_and_the_demo_tenant_is_valid() {
+        let set = PolicySet::shipped();
+        set.check_tenant(&Tenant::demo()).expect("valid");
+        assert_eq!(set.attribution(&Tenant::demo()), Some("Built with Llama"));
+    }
+
+    #[test]
+    fn an_eu_licensee_cannot_activate_a_multimodal_model() {
+        let set = PolicySet::shipped();
+        let t = Tenant { principal_place_of_business: "DE".into(), multimodal: true, ..Tenant::demo() };
+        let e = set.may_activate_multimodal(&t).expect_err("EU licensee");
+        assert!(e.contains("DE") && e.contains("multimodal"), "{e}");
+        assert!(set.may_activate_multimodal(&Tenant::demo()).is_ok());
+    }
+
+    #[test]
+    fn above_the_mau_threshold_new_users_need_metas_license() {
+        let set = PolicySet::shipped();
+        let t = Tenant::demo();
+        let over = Subject { text: "Hello", phone: Some("+14155550123"), monthly_active_users: Some(700_000_001), new_user: true, ..Default::default() };
+        assert_eq!(eval(&set, &t, over.clone()).action, Action::BlockedLicense);
+        assert_eq!(eval(&set, &t, Subject { new_user: false, ..over.clone() }).action, Action::Allow, "existing users stay");
+        let licensed = Tenant { meta_license_granted: true, ..Tenant::demo() };
+        assert_eq!(eval(&set, &licensed, over.clone()).action, Action::Allow);
+        assert_eq!(eval(&set, &t, Subject { monthly_active_users: Some(699_999_999), ..over }).action, Action::Allow);
+    }
+
+    #[test]
+    fn end_users_are_placed_by_phone_then_locale_then_tenant_default() {
+        let set = PolicySet::shipped();
+        let t = Tenant::demo();
+        let d = eval(&set, &t, Subject { text: "Hi", phone: Some("+33612345678"), ..Default::default() });
+        assert_eq!((d.action, d.country.as_deref(), d.eu), (Action::BlockedRegion, Some("FR"), Some(true)));
+        assert_eq!(d.message.as_deref(), Some("Sorry — this assistant is not available in your country yet."));
+        let d = eval(&set, &t, Subject { text: "Hi", locale: Some("fr_FR"), ..Default::default() });
+        assert_eq!(d.message.as_deref(), Some("Désolé — cet assistant n'est pas encore disponible dans votre pays."));
+        let d = eval(&set, &t, Subject { text: "Hi", platform: Some("messenger"), ..Default::default() });
+        assert_eq!((d.action, d.country), (Action::Allow, None), "unknown country: the pack's rule says allow");
+        let t2 = Tenant { default_country: Some("IT".into()), ..Tenant::demo() };
+        assert_eq!(eval(&set, &t2, Subject { text: "Hi", ..Default::default() }).action, Action::BlockedRegion);
+        // Guadeloupe is in the EU; Jersey is not.
+        assert_eq!(eval(&set, &t, Subject { text: "Hi", phone: Some("+590690123456"), ..Default::default() }).eu, Some(true));
+        assert_eq!(eval(&set, &t, Subject { text: "Hi", phone: Some("+447797123456"), ..Default::default() }).action, Action::Allow);
+    }
+
+    #[test]
+    fn images_are_for_us_users_with_an_english_locale_only() {
+        let set = PolicySet::shipped();
+        let t = Tenant::demo();
+        let us_en = Subject { text: "what is this?", phone: Some("+14155550123"), locale: Some("en_US"), has_image: true, ..Default::default() };
+        assert_eq!(eval(&set, &t, us_en.clone()).action, Action::Allow);
+        assert_eq!(eval(&set, &t, Subject { locale: Some("es_US"), ..us_en.clone() }).action, Action::BlockedFeature);
+        assert_eq!(eval(&set, &t, Subject { phone: Some("+447700900123"), locale: Some("en_GB"), ..us_en }).action, Action::BlockedFeature);
+    }
+
+    #[test]
+    fn unknown_countries_follow_the_rule_and_overrides_switch_rules() {
+        let pack = r#"
+[pack]
+name = "strict"
+version = 1
+[messages.no]
+en = "No."
+[[rules]]
+id = "only-ca"
+kind = "region"
+feature = "text_chat"
+allow_countries = ["CA"]
+unknown_country = "block"
+message = "no"
+"#;
+        let set = PolicySet::from_sources([("strict.toml", pack)]).expect("valid");
+        let mut t = Tenant { packs: vec!["strict".into()], ..Tenant::demo() };
+        assert_eq!(eval(&set, &t, Subject { text: "hi", ..Default::default() }).action, Action::BlockedRegion);
+        t.overrides.insert("strict/only-ca".into(), Override::Shadow);
+        let d = eval(&set, &t, Subject { text: "hi", ..Default::default() });
+        assert_eq!(d.action, Action::Allow);
+        assert!(d.hits.iter().any(|h| h.shadow && h.rule == "only-ca"));
+        t.overrides.insert("strict/only-ca".into(), Override::Off);
+        assert!(eval(&set, &t, Subject { text: "hi", ..Default::default() }).hits.is_empty());
+        t.overrides.insert("strict/nope".into(), Override::Off);
+        assert!(set.check_tenant(&t).is_err());
+    }
+
+    #[test]
+    fn a_lecturing_balanced_answer_is_regenerated_once() {
+        let set = PolicySet::shipped();
+        let t = Tenant::demo();
+        let d = eval(&set, &t, Subject { text: "Should the death penalty be abolished?", phone: Some("+14155550123"), ..Default::default() });
+        assert_eq!(d.action, Action::Balanced);
+        assert!(d.system_prompt.as_deref().is_some_and(|p| p.contains("main perspectives")));
+        let lecture = "It's important to remember that every life matters, and I encourage you to reflect.";
+        assert!(matches!(set.check_output(&t, &d, lecture, 0), OutputCheck::Regenerate { .. }));
+        assert_eq!(set.check_output(&t, &d, lecture, 1), OutputCheck::Send);
+        let fair = "Supporters argue it deters crime and delivers justice, while critics say it risks executing innocent people; others point to its cost.";
+        assert_eq!(set.check_output(&t, &d, fair, 0), OutputCheck::Send);
+    }
+}

@@ -2,11 +2,11 @@
 //! `policies/packs/`) hold the rules; [`PolicySet::evaluate`] decides for one message who may be
 //! served and how to answer; [`PolicySet::check_output`] looks at a reply before it is sent.
 //!
-//! - [`pack`]: the pack format and its validation;
-//! - [`region`]: countries of phone numbers and locales, country groups;
-//! - [`classify`]: moderation classifiers (the built-in rules-with-context one);
-//! - [`tenant`]: a tenant's policy settings;
-//! - [`decide`]: evaluation (`PolicySet`).
+//! - [`pack`] — the pack format and its validation;
+//! - [`region`] — countries of phone numbers and locales, country groups;
+//! - [`classify`] — moderation classifiers (the built-in rules-with-context one);
+//! - [`tenant`] — a tenant's policy settings;
+//! - [`decide`] — evaluation (`PolicySet`).
 
 pub mod bench;
 pub mod classify;

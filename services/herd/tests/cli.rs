@@ -105,3 +105,62 @@ fn bench_reports_throughput_and_memory_as_json() {
     }
     assert!(v["peak_rss_bytes"].as_u64().expect("rss") > v["weight_bytes"].as_u64().expect("bytes"));
 }
+
+fn herd_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("writes");
+    child.wait_with_output().expect("ends")
+}
+
+#[test]
+fn policy_eval_prints_one_decision_line_per_input_line() {
+    let input = [
+        r#"{"text": "How do I kill a Python process?"}"#,
+        r#"{"text": "Where can I buy heroin?", "phone": "+14155550123"}"#,
+        r#"{"text": "Hello", "phone": "+33612345678", "platform": "whatsapp"}"#,
+        r#"{"text": "What do you think about gun control?", "locale": "en_US"}"#,
+        r#"{"text": "describe this", "phone": "+14155550123", "has_image": true}"#,
+    ]
+    .join("\n");
+    let out = herd_stdin(&["policy", "eval"], &input);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[0], serde_json::json!({"action": "allow", "categories": [], "country": null, "eu": null, "rules": []}));
+    assert_eq!(lines[1]["action"], "refuse");
+    assert_eq!(lines[1]["categories"], serde_json::json!(["S2"]));
+    assert_eq!(lines[1]["country"], "US");
+    assert_eq!((lines[2]["action"].as_str(), lines[2]["country"].as_str(), lines[2]["eu"].as_bool()), (Some("blocked_region"), Some("FR"), Some(true)));
+    assert!(lines[2]["rules"].as_array().expect("rules").iter().any(|r| r == "meta-ai-rollout/eu-end-users"));
+    assert_eq!(lines[3]["action"], "balanced");
+    assert_eq!(lines[4]["action"], "blocked_feature");
+}
+
+#[test]
+fn policy_region_prints_the_country_and_eu_membership() {
+    let out = herd(&["policy", "region", "+33612345678"]);
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).expect("JSON"), serde_json::json!({"country": "FR", "eu": true}));
+    let out = herd(&["policy", "region", "+447781123456"]);
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).expect("JSON"), serde_json::json!({"country": "GG", "eu": false}));
+}
+
+#[test]
+fn herd_refuses_to_start_on_a_broken_pack_naming_file_line_and_field() {
+    let dir = std::env::temp_dir().join(format!("herd-bad-pack-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("bad.toml"), "[pack]\nname = \"bad\"\nversion = 1\n\n[messages.m]\nen = \"x\"\n\n[[rules]]\nid = \"x\"\nkind = \"region\"\nfeature = \"text_chat\"\ndeny_countries = [\"ZZ\"]\nmessage = \"m\"\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(["migrate"])
+        .env("HERD__POLICIES__PACKS_DIR", &dir)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:12") && err.contains("deny_countries") && err.contains("ZZ"), "{err}");
+}
