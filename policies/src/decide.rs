@@ -95,6 +95,21 @@ pub struct Subject<'a> {
     pub new_user: bool,
 }
 
+/// The main language of a country, for messages to users without a declared locale.
+fn main_language(country: &str) -> Option<&'static str> {
+    Some(match country {
+        "FR" | "BE" | "LU" | "MC" | "GP" | "GF" | "MQ" | "RE" | "YT" | "MF" | "SN" | "CI" => "fr",
+        "ES" | "MX" | "AR" | "CO" | "CL" | "PE" | "VE" | "EC" | "GT" | "CU" | "BO" | "DO" | "HN" | "PY" | "SV" | "NI" | "CR" | "PA" | "UY" => "es",
+        "DE" | "AT" | "LI" => "de",
+        "IT" | "SM" | "VA" => "it",
+        "PT" | "BR" | "AO" | "MZ" => "pt",
+        "NL" | "SR" => "nl",
+        "PL" => "pl",
+        "US" | "GB" | "IE" | "AU" | "NZ" | "CA" | "JM" | "NG" | "GH" | "KE" | "ZA" | "GG" | "JE" | "IM" => "en",
+        _ => return None,
+    })
+}
+
 /// What to do with a generated reply.
 #[derive(Clone, Debug, PartialEq)]
 pub enum OutputCheck {
@@ -209,12 +224,13 @@ impl PolicySet {
 
     /// Decides about one message.
     pub fn evaluate(&self, tenant: &Tenant, s: &Subject<'_>) -> Decision {
-        let language = s.locale.and_then(language_of_locale);
         let country = s
             .phone
             .and_then(country_of_phone)
             .or_else(|| s.locale.and_then(country_of_locale))
             .or_else(|| tenant.default_country.clone());
+        // The user's language: the declared locale's, else the main language of their country.
+        let language = s.locale.and_then(language_of_locale).or_else(|| country.as_deref().and_then(main_language).map(str::to_string));
         let eu = country.as_ref().map(|c| self.groups.is_eu(c));
         let classification = self.classifier.classify(s.text);
         let mut hits: Vec<(RuleHit, Option<&str>, &Pack)> = Vec::new();
@@ -374,7 +390,9 @@ mod tests {
         let t = Tenant::demo();
         let d = eval(&set, &t, Subject { text: "Hi", phone: Some("+33612345678"), ..Default::default() });
         assert_eq!((d.action, d.country.as_deref(), d.eu), (Action::BlockedRegion, Some("FR"), Some(true)));
-        assert_eq!(d.message.as_deref(), Some("Sorry — this assistant is not available in your country yet."));
+        assert_eq!(d.message.as_deref(), Some("Désolé — cet assistant n'est pas encore disponible dans votre pays."), "French by the country");
+        let d = eval(&set, &t, Subject { text: "Hi", phone: Some("+33612345678"), locale: Some("en_GB"), ..Default::default() });
+        assert_eq!(d.message.as_deref(), Some("Sorry — this assistant is not available in your country yet."), "the declared locale wins");
         let d = eval(&set, &t, Subject { text: "Hi", locale: Some("fr_FR"), ..Default::default() });
         assert_eq!(d.message.as_deref(), Some("Désolé — cet assistant n'est pas encore disponible dans votre pays."));
         let d = eval(&set, &t, Subject { text: "Hi", platform: Some("messenger"), ..Default::default() });

@@ -52,7 +52,7 @@ async fn a_blocked_region_gets_one_notice_per_conversation_and_nothing_generated
     herd.wait_until(20, "both recorded", || async { herd.count("SELECT count(*) FROM messages WHERE direction = 'in' AND status <> 'pending'").await == 2 }).await;
     let sends = herd.quiet_sends().await;
     assert_eq!(sends.len(), 1, "one notice");
-    assert!(sends[0].text().is_some_and(|t| t.contains("not available in your country")), "{:?}", sends[0].text());
+    assert!(sends[0].text().is_some_and(|t| t.contains("pas encore disponible dans votre pays")), "in French: {:?}", sends[0].text());
     assert_eq!(herd.count("SELECT count(*) FROM messages WHERE direction = 'in' AND status = 'blocked'").await, 1);
     assert!(decisions(&herd).await.iter().any(|d| d.1 == "eu-end-users" && d.2 == "blocked_region"));
     herd.stop().await;
