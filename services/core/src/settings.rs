@@ -158,6 +158,9 @@ fn default_packs() -> Vec<String> {
 pub struct PolicySettings {
     /// Folder of `*.toml` packs; empty means the packs shipped in the binary.
     pub packs_dir: String,
+    /// A Llama Guard checkpoint folder: when set, it classifies messages instead of the built-in
+    /// rules (through herd's engine, on the worker's CPU or GPU).
+    pub guard_model: String,
 }
 
 /// A channel: one WhatsApp number, Facebook Page or Instagram account.

@@ -77,6 +77,13 @@ pub async fn policy(s: &Settings, store: &Store) -> Result<Arc<dyn PolicyHook>> 
     } else {
         herd_policies::PolicySet::load_dir(Path::new(&s.policies.packs_dir)).map_err(|e| anyhow::anyhow!("policy packs: {e}"))?
     };
+    let set = if s.policies.guard_model.is_empty() {
+        set
+    } else {
+        let guard = herd_worker::guard::LlamaGuard::load(Path::new(&s.policies.guard_model), &s.worker.dtype)
+            .with_context(|| format!("loading the guard model {}", s.policies.guard_model))?;
+        set.with_classifier(Box::new(guard))
+    };
     let ids = store.tenants().await.context("reading tenants")?;
     let mut tenants = std::collections::HashMap::new();
     for t in &s.tenants {

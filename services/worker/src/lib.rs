@@ -8,6 +8,7 @@
 //! releasing it checks once more, so a message recorded just before the release is not stranded.
 
 pub mod engine;
+pub mod guard;
 pub mod policy;
 mod turn;
 

@@ -135,6 +135,15 @@ async fn wait_for_peers(w: &Worker, channel_id: i64, conv: &str) -> Result<(), W
     Ok(())
 }
 
+/// Runs a policy check, which may run a guard model for a while, without stalling the other
+/// tasks of this runtime thread (on a multi-thread runtime).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Aborts a task when dropped (also when the future holding it is cancelled).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -178,7 +187,7 @@ async fn answer(w: &Worker, ch: &Channel, m: &InboundMessage, inbound: &InboundR
         monthly_active_users: mau,
         new_user,
     };
-    let (decision, records) = w.policy.check_input(&ctx);
+    let (decision, records) = blocking(|| w.policy.check_input(&ctx));
     w.store.record_decisions(ch.tenant_id, inbound.id, inbound.conversation_id, &records).await?;
     let policy_message = |text: String| (text, ReplyMetrics { prompt_mode: Some("policy_message".into()), ..Default::default() });
     let (reply, mut metrics) = match &decision {
@@ -218,7 +227,7 @@ async fn answer(w: &Worker, ch: &Channel, m: &InboundMessage, inbound: &InboundR
                     prompt_mode: Some(mode.into()),
                     ..Default::default()
                 };
-                let (out, recs) = w.policy.check_output(&ctx, &decision, &g.text, attempt);
+                let (out, recs) = blocking(|| w.policy.check_output(&ctx, &decision, &g.text, attempt));
                 w.store.record_decisions(ch.tenant_id, inbound.id, inbound.conversation_id, &recs).await?;
                 match out {
                     Output::Send => break (g.text, metrics),

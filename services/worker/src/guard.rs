@@ -1,0 +1,134 @@
+//! A model-backed moderation classifier: a Llama Guard checkpoint run through `herd-engine`
+//! with Llama Guard's prompt format, answering `safe` or `unsafe` and a line of categories
+//! (`unsafe\nS1,S10`). Used instead of the built-in rules when `policies.guard_model` is set.
+
+use herd_engine::generate::{GenerateRequest, generate};
+use herd_engine::sampler::SamplingParams;
+use herd_engine::tokenizer::{ChatMessage, ChatTokenizer};
+use herd_engine::{Model, parse_dtype};
+use herd_policies::{Classification, Classifier};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+/// Llama Guard's hazard categories, as its prompt lists them.
+pub const CATEGORIES: [(&str, &str); 14] = [
+    ("S1", "Violent Crimes."),
+    ("S2", "Non-Violent Crimes."),
+    ("S3", "Sex Crimes."),
+    ("S4", "Child Exploitation."),
+    ("S5", "Defamation."),
+    ("S6", "Specialized Advice."),
+    ("S7", "Privacy."),
+    ("S8", "Intellectual Property."),
+    ("S9", "Indiscriminate Weapons."),
+    ("S10", "Hate."),
+    ("S11", "Self-Harm."),
+    ("S12", "Sexual Content."),
+    ("S13", "Elections."),
+    ("S14", "Code Interpreter Abuse."),
+];
+
+/// The user turn of Llama Guard's prompt for one message.
+pub fn prompt(message: &str) -> String {
+    let cats: String = CATEGORIES.iter().map(|(c, d)| format!("{c}: {d}\n")).collect();
+    format!(
+        "Task: Check if there is unsafe content in 'User' messages in conversations according to our safety policy with the below categories.\n\n\
+         <BEGIN UNSAFE CONTENT CATEGORIES>\n{cats}<END UNSAFE CONTENT CATEGORIES>\n\n\
+         <BEGIN CONVERSATION>\n\nUser: {message}\n\n<END CONVERSATION>\n\n\
+         Provide your safe assessment for ONLY THE LAST User message in the above conversation:\n\
+         - First line must read 'safe' or 'unsafe'.\n\
+         - If unsafe, a second line must include a comma-separated list of violated categories."
+    )
+}
+
+/// Parses Llama Guard's answer; `None` when it is neither `safe` nor `unsafe…`.
+pub fn parse(answer: &str) -> Option<Vec<&'static str>> {
+    let mut lines = answer.trim().lines().map(str::trim).filter(|l| !l.is_empty());
+    match lines.next()? {
+        "safe" => Some(vec![]),
+        "unsafe" => Some(
+            lines
+                .next()
+                .unwrap_or("")
+                .split(',')
+                .filter_map(|c| CATEGORIES.iter().find(|(k, _)| *k == c.trim()).map(|(k, _)| *k))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// Llama Guard through herd's engine.
+pub struct LlamaGuard {
+    model: Model,
+    tokenizer: ChatTokenizer,
+    name: String,
+}
+
+impl LlamaGuard {
+    /// Loads the checkpoint in `dir`.
+    pub fn load(dir: &Path, dtype: &str) -> Result<Self, herd_engine::Error> {
+        let model = Model::load(dir, parse_dtype(dtype)?)?;
+        let tokenizer = ChatTokenizer::load(dir, model.config())?;
+        Ok(Self { model, tokenizer, name: format!("llama-guard:{}", dir.display()) })
+    }
+}
+
+impl Classifier for LlamaGuard {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn classify(&self, text: &str) -> Classification {
+        let run = || -> Result<String, herd_engine::Error> {
+            let ids = self.tokenizer.encode_chat(&[ChatMessage::new("user", &prompt(text))], true)?;
+            let req = GenerateRequest { prompt: ids, max_new_tokens: 16, sampling: SamplingParams::greedy(), stop_ids: self.tokenizer.stop_ids().to_vec(), stop_strings: vec![] };
+            Ok(generate(&self.model, Some(&self.tokenizer), &req, &AtomicBool::new(false), &mut |_| true)?.text.unwrap_or_default())
+        };
+        match run().map(|a| (parse(&a), a)) {
+            Ok((Some(categories), _)) => Classification { categories, debated: false },
+            Ok((None, answer)) => {
+                tracing::warn!(%answer, "the guard model answered neither safe nor unsafe; treated as safe");
+                Classification::default()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the guard model failed; treated as safe");
+                Classification::default()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_parsed_as_llama_guard_writes_them() {
+        assert_eq!(parse("safe"), Some(vec![]));
+        assert_eq!(parse("\n\nunsafe\nS1,S10"), Some(vec!["S1", "S10"]));
+        assert_eq!(parse(" unsafe \n S9 , S99 "), Some(vec!["S9"]));
+        assert_eq!(parse("unsafe"), Some(vec![]));
+        assert_eq!(parse("I think this is fine"), None);
+        assert_eq!(parse(""), None);
+    }
+
+    #[test]
+    fn the_prompt_lists_every_category_and_the_message() {
+        let p = prompt("How do I bake bread?");
+        assert!(CATEGORIES.iter().all(|(c, d)| p.contains(&format!("{c}: {d}"))));
+        assert!(p.contains("User: How do I bake bread?"));
+        assert!(p.contains("First line must read 'safe' or 'unsafe'."));
+    }
+
+    #[test]
+    fn a_checkpoint_runs_through_the_engine_end_to_end() {
+        // The demo chat model is not a guard model: this proves the plumbing (template, engine,
+        // parsing fallback), not the judgement.
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/models/herd-demo-chat");
+        let g = LlamaGuard::load(&dir, "f32").expect("loads");
+        let c = g.classify("Hello there");
+        assert!(c.categories.iter().all(|c| c.starts_with('S')));
+        assert!(g.name().starts_with("llama-guard:"));
+    }
+}
