@@ -193,32 +193,8 @@ impl Herd {
     /// The shipped packs with the settings' tenant policies (what `herd serve` runs).
     pub async fn packs_policy(settings: &Settings, store: &Store) -> Arc<dyn PolicyHook> {
         let ids = store.tenants().await.expect("tenants");
-        let mut tenants = std::collections::HashMap::new();
-        for t in &settings.tenants {
-            let id = ids.iter().find(|(_, n)| *n == t.name).expect("seeded").0;
-            let overrides = t
-                .overrides
-                .iter()
-                .map(|(k, v)| {
-                    let o = match v.as_str() {
-                        "shadow" => herd_policies::tenant::Override::Shadow,
-                        "off" => herd_policies::tenant::Override::Off,
-                        _ => herd_policies::tenant::Override::Enforce,
-                    };
-                    (k.clone(), o)
-                })
-                .collect();
-            tenants.insert(id, herd_policies::Tenant {
-                name: t.name.clone(),
-                principal_place_of_business: t.principal_place_of_business.clone(),
-                default_country: t.default_country.clone(),
-                packs: t.packs.clone(),
-                meta_license_granted: t.meta_license_granted,
-                multimodal: t.multimodal,
-                overrides,
-            });
-        }
-        Arc::new(PacksPolicy::new(Arc::new(herd_policies::PolicySet::shipped()), tenants).expect("valid tenant policies"))
+        let set = Arc::new(herd_policies::PolicySet::shipped());
+        Arc::new(PacksPolicy::from_settings(set, &settings.tenants, &ids).expect("valid tenant policies"))
     }
 
     /// Starts a herd after `tweak` adjusts the settings, with `policy` in every worker (None: the

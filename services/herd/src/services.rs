@@ -85,38 +85,7 @@ pub async fn policy(s: &Settings, store: &Store) -> Result<Arc<dyn PolicyHook>> 
         set.with_classifier(Box::new(guard))
     };
     let ids = store.tenants().await.context("reading tenants")?;
-    let mut tenants = std::collections::HashMap::new();
-    for t in &s.tenants {
-        let Some((id, _)) = ids.iter().find(|(_, n)| *n == t.name) else { continue };
-        tenants.insert(*id, tenant_policy(t)?);
-    }
-    Ok(Arc::new(PacksPolicy::new(Arc::new(set), tenants).map_err(anyhow::Error::msg)?))
-}
-
-/// A tenant's policy settings from the settings file.
-pub fn tenant_policy(t: &herd_core::settings::TenantSeed) -> Result<herd_policies::Tenant> {
-    let mut overrides = std::collections::BTreeMap::new();
-    for (k, v) in &t.overrides {
-        let o = match v.as_str() {
-            "enforce" => herd_policies::tenant::Override::Enforce,
-            "shadow" => herd_policies::tenant::Override::Shadow,
-            "off" => herd_policies::tenant::Override::Off,
-            other => anyhow::bail!("tenant {}: override {k:?} must be enforce, shadow or off, got {other:?}", t.name),
-        };
-        overrides.insert(k.clone(), o);
-    }
-    if !herd_policies::region::is_country(&t.principal_place_of_business) {
-        anyhow::bail!("tenant {}: principal_place_of_business {:?} is not an ISO country code", t.name, t.principal_place_of_business);
-    }
-    Ok(herd_policies::Tenant {
-        name: t.name.clone(),
-        principal_place_of_business: t.principal_place_of_business.clone(),
-        default_country: t.default_country.clone(),
-        packs: t.packs.clone(),
-        meta_license_granted: t.meta_license_granted,
-        multimodal: t.multimodal,
-        overrides,
-    })
+    Ok(Arc::new(PacksPolicy::from_settings(Arc::new(set), &s.tenants, &ids).map_err(anyhow::Error::msg)?))
 }
 
 pub async fn run_workers(s: &Settings, store: Store, queue: Queue, shutdown: watch::Receiver<bool>) -> Result<()> {

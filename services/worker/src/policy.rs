@@ -69,7 +69,45 @@ pub struct PacksPolicy {
     tenants: HashMap<i64, Tenant>,
 }
 
+/// A tenant's policy settings from the settings file.
+pub fn tenant_policy(t: &herd_core::settings::TenantSeed) -> Result<Tenant, String> {
+    use herd_policies::tenant::Override;
+    let mut overrides = std::collections::BTreeMap::new();
+    for (k, v) in &t.overrides {
+        let o = match v.as_str() {
+            "enforce" => Override::Enforce,
+            "shadow" => Override::Shadow,
+            "off" => Override::Off,
+            other => return Err(format!("tenant {}: override {k:?} must be enforce, shadow or off, got {other:?}", t.name)),
+        };
+        overrides.insert(k.clone(), o);
+    }
+    if !herd_policies::region::is_country(&t.principal_place_of_business) {
+        return Err(format!("tenant {}: principal_place_of_business {:?} is not an ISO country code", t.name, t.principal_place_of_business));
+    }
+    Ok(Tenant {
+        name: t.name.clone(),
+        principal_place_of_business: t.principal_place_of_business.clone(),
+        default_country: t.default_country.clone(),
+        packs: t.packs.clone(),
+        meta_license_granted: t.meta_license_granted,
+        multimodal: t.multimodal,
+        overrides,
+    })
+}
+
 impl PacksPolicy {
+    /// The settings' tenants (matched to their ids by name) over `set`.
+    pub fn from_settings(set: Arc<PolicySet>, tenants: &[herd_core::settings::TenantSeed], ids: &[(i64, String)]) -> Result<Self, String> {
+        let mut map = HashMap::new();
+        for t in tenants {
+            if let Some((id, _)) = ids.iter().find(|(_, n)| *n == t.name) {
+                map.insert(*id, tenant_policy(t)?);
+            }
+        }
+        Self::new(set, map)
+    }
+
     /// `tenants` maps tenant ids to their policy settings (checked against the packs).
     pub fn new(set: Arc<PolicySet>, tenants: HashMap<i64, Tenant>) -> Result<Self, String> {
         for t in tenants.values() {
