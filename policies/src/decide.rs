@@ -229,8 +229,10 @@ impl PolicySet {
             .and_then(country_of_phone)
             .or_else(|| s.locale.and_then(country_of_locale))
             .or_else(|| tenant.default_country.clone());
-        // The user's language: the declared locale's, else the main language of their country.
-        let language = s.locale.and_then(language_of_locale).or_else(|| country.as_deref().and_then(main_language).map(str::to_string));
+        // Rules on languages read the declared locale only; messages go out in the declared
+        // language, else the main language of the user's country.
+        let declared = s.locale.and_then(language_of_locale);
+        let language = declared.clone().or_else(|| country.as_deref().and_then(main_language).map(str::to_string));
         let eu = country.as_ref().map(|c| self.groups.is_eu(c));
         let classification = self.classifier.classify(s.text);
         let mut hits: Vec<(RuleHit, Option<&str>, &Pack)> = Vec::new();
@@ -262,7 +264,7 @@ impl PolicySet {
                             Some(Feature::TextChat) | None => true,
                             Some(Feature::ImageUnderstanding) => s.has_image,
                         };
-                        if applies && self.region_blocks(rule, country.as_deref(), language.as_deref()) {
+                        if applies && self.region_blocks(rule, country.as_deref(), declared.as_deref()) {
                             let action = if rule.feature == Some(Feature::ImageUnderstanding) { Action::BlockedFeature } else { Action::BlockedRegion };
                             hits.push((hit(action, None), rule.message.as_deref(), pack));
                         }
