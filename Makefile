@@ -6,24 +6,23 @@ export REDIS_URL ?= redis://127.0.0.1:6379
 export DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/herd
 
 HERD_CONFIG ?= deploy/local/herd.toml
-export HERD_CONFIG
 
 .PHONY: run chat engine-chat test services build bench lint
 
 ## Start (or reuse) Redis and PostgreSQL, migrate, build, and run herd (gateway + worker) with
 ## the bundled demo model. Chat with it from another terminal: `make chat`.
 run: services build
-	target/release/herd migrate
+	HERD_CONFIG=$(HERD_CONFIG) target/release/herd migrate
 	@echo
 	@echo "herd is starting with $(DEMO_MODEL) (settings: $(HERD_CONFIG))."
 	@echo "Chat with it as a WhatsApp user from another terminal:   make chat"
 	@echo "(or: target/release/herd chat --config $(HERD_CONFIG)); Ctrl-C stops herd."
 	@echo
-	target/release/herd serve
+	HERD_CONFIG=$(HERD_CONFIG) target/release/herd serve
 
 ## A terminal WhatsApp user for the herd that `make run` started.
 chat: build
-	target/release/herd chat
+	HERD_CONFIG=$(HERD_CONFIG) target/release/herd chat
 
 ## Chat with the model directly, without the messaging pipeline.
 engine-chat: build

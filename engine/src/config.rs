@@ -96,13 +96,13 @@ impl TextConfig {
     /// Reads `config.json` (a file) or `DIR/config.json`.
     pub fn from_path(path: &Path) -> Result<Self> {
         let file: PathBuf = if path.is_dir() { path.join("config.json") } else { path.to_path_buf() };
-        let text = std::fs::read_to_string(&file).map_err(|source| Error::Io { path: file.clone(), source })?;
+        let text = std::fs::read_to_string(&file).map_err(|error| Error::Io { path: file.clone(), error })?;
         Self::from_json_str(&text, &file)
     }
 
     /// Parses the JSON text of a config; `path` names it in errors.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
-        let top: Value = serde_json::from_str(text).map_err(|source| Error::Json { path: path.into(), source })?;
+        let top: Value = serde_json::from_str(text).map_err(|error| Error::Json { path: path.into(), error })?;
         let model_type = top.get("model_type").and_then(Value::as_str).unwrap_or("");
         let (text_value, prefix) = match model_type {
             "llama4_text" => (top.clone(), ""),

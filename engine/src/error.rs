@@ -5,11 +5,11 @@ use std::path::PathBuf;
 /// Errors of loading, tokenizing and running a model.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
 
-    #[error("{path}: invalid JSON: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    #[error("{path}: invalid JSON: {error}")]
+    Json { path: PathBuf, error: serde_json::Error },
 
     #[error("{path}: field `{field}`: {message}")]
     Config { path: PathBuf, field: String, message: String },

@@ -46,8 +46,8 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
-    serde_json::from_str(&text).map(Some).map_err(|source| Error::Json { path: path.into(), source })
+    let text = std::fs::read_to_string(path).map_err(|error| Error::Io { path: path.into(), error })?;
+    serde_json::from_str(&text).map(Some).map_err(|error| Error::Json { path: path.into(), error })
 }
 
 impl ChatTokenizer {
@@ -63,7 +63,7 @@ impl ChatTokenizer {
         let tc = read_json(&tc_path)?.unwrap_or(Value::Null);
         let jinja = dir.join("chat_template.jinja");
         let template = if jinja.exists() {
-            Some(std::fs::read_to_string(&jinja).map_err(|source| Error::Io { path: jinja.clone(), source })?)
+            Some(std::fs::read_to_string(&jinja).map_err(|error| Error::Io { path: jinja.clone(), error })?)
         } else {
             match tc.get("chat_template") {
                 Some(Value::String(s)) => Some(s.clone()),

@@ -101,9 +101,9 @@ impl Checkpoint {
         let index = dir.join("model.safetensors.index.json");
         let single = dir.join("model.safetensors");
         let names: Vec<String> = if index.exists() {
-            let text = std::fs::read_to_string(&index).map_err(|source| Error::Io { path: index.clone(), source })?;
+            let text = std::fs::read_to_string(&index).map_err(|error| Error::Io { path: index.clone(), error })?;
             let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|source| Error::Json { path: index.clone(), source })?;
+                serde_json::from_str(&text).map_err(|error| Error::Json { path: index.clone(), error })?;
             let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::Config {
                 path: index.clone(),
                 field: "weight_map".into(),
@@ -139,10 +139,10 @@ impl Checkpoint {
         let mut tensors = HashMap::new();
         for (i, name) in names.iter().enumerate() {
             let path = dir.join(name);
-            let file = std::fs::File::open(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+            let file = std::fs::File::open(&path).map_err(|error| Error::Io { path: path.clone(), error })?;
             // SAFETY: the file is mapped read-only; herd does not modify checkpoints while serving
             // (a concurrent writer would be an operator error, as with every mmap-based loader).
-            let mmap = unsafe { Mmap::map(&file) }.map_err(|source| Error::Io { path: path.clone(), source })?;
+            let mmap = unsafe { Mmap::map(&file) }.map_err(|error| Error::Io { path: path.clone(), error })?;
             let (header, meta) = safetensors::SafeTensors::read_metadata(&mmap)
                 .map_err(|e| Error::Safetensors { path: path.clone(), message: e.to_string() })?;
             let base = 8 + header;

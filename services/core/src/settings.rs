@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 /// Errors reading the settings.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -264,7 +264,7 @@ impl Settings {
         let from_env = std::env::var("HERD_CONFIG").ok().map(PathBuf::from);
         let path = path.map(Path::to_path_buf).or(from_env);
         let text = match &path {
-            Some(p) => std::fs::read_to_string(p).map_err(|source| SettingsError::Io { path: p.clone(), source })?,
+            Some(p) => std::fs::read_to_string(p).map_err(|error| SettingsError::Io { path: p.clone(), error })?,
             None => String::new(),
         };
         let name = path.as_ref().map_or_else(|| "settings".to_string(), |p| p.display().to_string());

@@ -157,6 +157,7 @@ fn herd_refuses_to_start_on_a_broken_pack_naming_file_line_and_field() {
     std::fs::write(dir.join("bad.toml"), "[pack]\nname = \"bad\"\nversion = 1\n\n[messages.m]\nen = \"x\"\n\n[[rules]]\nid = \"x\"\nkind = \"region\"\nfeature = \"text_chat\"\ndeny_countries = [\"ZZ\"]\nmessage = \"m\"\n").expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_herd"))
         .args(["migrate"])
+        .env_remove("HERD_CONFIG")
         .env("HERD__POLICIES__PACKS_DIR", &dir)
         .output()
         .expect("runs");
