@@ -25,6 +25,8 @@ pub const WA_PHONE_ID: &str = "100000000000001";
 pub const WA_SECRET: &str = "wa-secret";
 pub const PAGE_ID: &str = "200000000000001";
 pub const PAGE_SECRET: &str = "page-secret";
+pub const IG_ID: &str = "300000000000001";
+pub const IG_SECRET: &str = "ig-secret";
 
 /// One request herd made to the Graph API.
 #[derive(Clone, Debug)]
@@ -162,7 +164,7 @@ pub fn settings(stub: &GraphStub, db_url: &str, prefix: &str) -> Settings {
     };
     s.tenants = vec![TenantSeed {
         name: "acme".into(),
-        channels: vec![ch("whatsapp", WA_PHONE_ID, WA_SECRET), ch("messenger", PAGE_ID, PAGE_SECRET)],
+        channels: vec![ch("whatsapp", WA_PHONE_ID, WA_SECRET), ch("messenger", PAGE_ID, PAGE_SECRET), ch("instagram", IG_ID, IG_SECRET)],
         principal_place_of_business: "US".into(),
         default_country: None,
         packs: vec!["llama4-license".into(), "meta-ai-rollout".into(), "balanced-moderation".into()],

@@ -24,6 +24,23 @@ async fn a_messenger_text_is_answered_through_the_page_send_api_as_a_response() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instagram_text_is_answered_through_the_accounts_send_api() {
+    let herd = Herd::start(1).await;
+    let body = serde_json::to_vec(&json!({"object": "instagram", "entry": [{"id": IG_ID, "time": 1, "messaging": [
+        {"sender": {"id": "IGSID1"}, "recipient": {"id": IG_ID}, "timestamp": 1700000000000u64, "message": {"mid": "ig.1", "text": "Hello"}}]}]}))
+    .expect("json");
+    let (status, v) = herd.post("instagram", &body, Some(IG_SECRET)).await;
+    assert_eq!((status, v["accepted"].as_i64()), (200, Some(1)));
+    let sends = herd.wait_for_sends(1).await;
+    assert_eq!(sends[0].path, format!("/v21.0/{IG_ID}/messages"));
+    assert_eq!((sends[0].to(), sends[0].text()), (Some("IGSID1"), Some("Hi")));
+    // the Page's secret does not sign for the Instagram account
+    let (status, _) = herd.post("instagram", &body, Some(PAGE_SECRET)).await;
+    assert_eq!(status, 401);
+    herd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_messenger_echo_gets_no_reply() {
     let herd = Herd::start(1).await;
     let body = messenger_event(json!({"sender": {"id": PAGE_ID}, "recipient": {"id": "PSID1"}, "timestamp": 1,
