@@ -18,6 +18,7 @@ pub mod kv_cache;
 pub mod model;
 pub mod rope;
 pub mod sampler;
+pub mod scheduler;
 pub mod tokenizer;
 pub mod weights;
 
