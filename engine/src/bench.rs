@@ -124,3 +124,106 @@ pub fn peak_rss() -> Option<u64> {
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
+
+/// Serving throughput through the continuous-batching scheduler.
+#[derive(Debug, Serialize)]
+pub struct ServingReport {
+    pub config: String,
+    pub dtype: String,
+    pub threads: usize,
+    pub concurrency: usize,
+    pub requests: usize,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    /// Output tokens per second over the whole run.
+    pub output_tokens_per_s: f64,
+    pub ttft_ms_p50: f64,
+    pub ttft_ms_p99: f64,
+    /// Inter-token latency.
+    pub itl_ms_p50: f64,
+    pub itl_ms_p99: f64,
+    pub peak_rss_bytes: Option<u64>,
+    pub scheduler_steps: usize,
+}
+
+/// Runs `requests` requests with at most `concurrency` in flight through the scheduler.
+pub fn run_serving(what: BenchModel<'_>, dtype: DType, prompt: usize, new: usize, concurrency: usize, requests: usize, seed: u64) -> Result<ServingReport> {
+    use crate::generate::GenerateRequest;
+    use crate::sampler::SamplingParams;
+    use crate::scheduler::{Event, SchedulerConfig, SchedulerHandle};
+    use std::sync::Arc;
+    let (model, source) = match what {
+        BenchModel::Config(path) => (Model::from_source(TextConfig::from_path(path)?, &RandomWeights { seed, std: 0.02 }, dtype)?, path),
+        BenchModel::Checkpoint(dir) => (Model::load(dir, dtype)?, dir),
+    };
+    let vocab = model.config().vocab_size as u64;
+    let model = Arc::new(model);
+    let cfg = SchedulerConfig { max_batch_size: concurrency.max(1), max_batch_tokens: 512, kv_cache_bytes: usize::MAX / 4, queue_capacity: requests.max(1) };
+    let sched = SchedulerHandle::start(model, cfg);
+    let mut rng = Rng::new(seed ^ 0x5E);
+    let prompts: Vec<Vec<u32>> = (0..requests).map(|_| (0..prompt.max(1)).map(|_| (rng.next_u64() % vocab) as u32).collect()).collect();
+    let t0 = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let prompts = Arc::new(prompts);
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (sched, next, prompts) = (sched.clone(), next.clone(), prompts.clone());
+            std::thread::spawn(move || -> Result<(Vec<f64>, Vec<f64>, usize)> {
+                let (mut ttft, mut itl, mut tokens) = (Vec::new(), Vec::new(), 0);
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= prompts.len() {
+                        return Ok((ttft, itl, tokens));
+                    }
+                    let req = GenerateRequest { prompt: prompts[i].clone(), max_new_tokens: new, sampling: SamplingParams::greedy(), stop_ids: vec![], stop_strings: vec![] };
+                    let start = Instant::now();
+                    let h = sched.submit(req)?;
+                    let mut last: Option<Instant> = None;
+                    for ev in h.events.iter() {
+                        match ev {
+                            Event::Token(_) => {
+                                let now = Instant::now();
+                                match last {
+                                    None => ttft.push((now - start).as_secs_f64() * 1e3),
+                                    Some(l) => itl.push((now - l).as_secs_f64() * 1e3),
+                                }
+                                last = Some(now);
+                                tokens += 1;
+                            }
+                            Event::Done { .. } => break,
+                            Event::Failed(e) => return Err(crate::Error::Request(e)),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let (mut ttft, mut itl, mut tokens) = (Vec::new(), Vec::new(), 0);
+    for w in workers {
+        let (a, b, n) = w.join().map_err(|_| crate::Error::Request("a benchmark thread panicked".into()))??;
+        ttft.extend(a);
+        itl.extend(b);
+        tokens += n;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let pct = |v: &mut Vec<f64>, q: f64| {
+        v.sort_by(f64::total_cmp);
+        v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1))).copied().unwrap_or(0.0)
+    };
+    Ok(ServingReport {
+        config: source.display().to_string(),
+        dtype: format!("{dtype:?}").to_lowercase(),
+        threads: herd_kernels::pool::threads(),
+        concurrency,
+        requests,
+        prompt_tokens: prompt.max(1),
+        new_tokens: new,
+        output_tokens_per_s: tokens as f64 / secs,
+        ttft_ms_p50: pct(&mut ttft, 0.5),
+        ttft_ms_p99: pct(&mut ttft, 0.99),
+        itl_ms_p50: pct(&mut itl, 0.5),
+        itl_ms_p99: pct(&mut itl, 0.99),
+        peak_rss_bytes: peak_rss(),
+        scheduler_steps: sched.stats.steps.load(std::sync::atomic::Ordering::Relaxed),
+    })
+}

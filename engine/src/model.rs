@@ -194,21 +194,31 @@ impl Model {
             st.cache.seen += st.tokens.len();
         }
 
-        // Final norm and LM head on the wanted rows only.
+        // Final norm and LM head on the wanted rows only, all sequences in one product (the head
+        // is the largest matrix: reading it once per step, not once per sequence).
         let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens).view();
-        let mut out = Vec::with_capacity(seqs.len());
-        for (st, &(a, b)) in seqs.iter().zip(&ranges) {
-            let rows = match st.logits {
+        let wanted: Vec<std::ops::Range<usize>> = seqs
+            .iter()
+            .zip(&ranges)
+            .map(|(st, &(a, b))| match st.logits {
                 LogitsWanted::None => a..a,
                 LogitsWanted::Last => b.saturating_sub(1).max(a)..b,
                 LogitsWanted::All => a..b,
-            };
-            let n = rows.len();
-            let mut hs = x[rows.start * h..rows.end * h].to_vec();
-            rms_norm(&mut hs, h, self.norm.view(), eps);
-            let mut logits = vec![0f32; n * v];
-            linear(&hs, n, head, v, h, &mut logits);
-            out.push(logits);
+            })
+            .collect();
+        let n: usize = wanted.iter().map(|r| r.len()).sum();
+        let mut hs = Vec::with_capacity(n * h);
+        for r in &wanted {
+            hs.extend_from_slice(&x[r.start * h..r.end * h]);
+        }
+        rms_norm(&mut hs, h, self.norm.view(), eps);
+        let mut logits = vec![0f32; n * v];
+        linear(&hs, n, head, v, h, &mut logits);
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut at = 0;
+        for r in &wanted {
+            out.push(logits[at * v..(at + r.len()) * v].to_vec());
+            at += r.len();
         }
         Ok(out)
     }

@@ -90,6 +90,12 @@ enum EngineCommand {
         batch: Vec<usize>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Serve requests through the continuous-batching scheduler with this many in flight.
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Requests to serve (with --concurrency).
+        #[arg(long, default_value_t = 64)]
+        requests: usize,
     },
     /// Print what the engine understood of a model folder.
     Info {
@@ -212,7 +218,7 @@ pub fn run(args: EngineArgs) -> Result<()> {
             let tok = load_tokenizer(&model.model, &m)?;
             chat(&m, &tok, system, max_new_tokens, sampling.params())?;
         }
-        EngineCommand::Bench { config, model, dtype, prompt, new, batch, seed } => {
+        EngineCommand::Bench { config, model, dtype, prompt, new, batch, seed, concurrency, requests } => {
             let dtype = parse_dtype(&dtype)?;
             if batch.is_empty() || batch.contains(&0) {
                 bail!("--batch must list batch sizes >= 1");
@@ -222,6 +228,14 @@ pub fn run(args: EngineArgs) -> Result<()> {
                 (None, Some(m)) => bench::BenchModel::Checkpoint(m),
                 (None, None) => bail!("give --config or --model"),
             };
+            if let Some(c) = concurrency {
+                if c == 0 || requests == 0 {
+                    bail!("--concurrency and --requests must be >= 1");
+                }
+                let report = bench::run_serving(what, dtype, prompt, new, c, requests, seed)?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(());
+            }
             let report = bench::run(what, dtype, prompt, new, &batch, seed)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
