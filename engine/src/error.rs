@@ -46,6 +46,9 @@ pub enum Error {
 
     #[error("generation cancelled")]
     Cancelled,
+
+    #[error("overloaded: {0} requests already waiting")]
+    Overloaded(usize),
 }
 
 /// Result alias of the engine.

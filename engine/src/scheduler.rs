@@ -82,6 +82,8 @@ struct Job {
 #[derive(Default, Debug)]
 pub struct SchedulerStats {
     pub running: AtomicUsize,
+    /// The most sequences ever in one step.
+    pub peak_running: AtomicUsize,
     pub waiting: AtomicUsize,
     /// KV bytes reserved by running sequences now.
     pub reserved_kv_bytes: AtomicUsize,
@@ -123,7 +125,7 @@ impl SchedulerHandle {
         let (tx, events) = mpsc::channel();
         let cancel = Arc::new(AtomicBool::new(false));
         self.tx.try_send(Job { req, tx, cancel: cancel.clone() }).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => Error::Request(format!("overloaded: {} requests already waiting", self.capacity)),
+            mpsc::TrySendError::Full(_) => Error::Overloaded(self.capacity),
             mpsc::TrySendError::Disconnected(_) => Error::Request("the scheduler stopped".into()),
         })?;
         Ok(RequestHandle { events, cancel })
@@ -212,6 +214,7 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &mpsc::Receiver<Job>, stats: &S
             running.push(Running { job: j, sampler, cache: model.new_cache(), fed: 0, history, output: vec![], next: None, reserved: need });
         }
         stats.running.store(running.len(), Ordering::Relaxed);
+        stats.peak_running.fetch_max(running.len(), Ordering::Relaxed);
         stats.waiting.store(waiting.len(), Ordering::Relaxed);
         stats.reserved_kv_bytes.store(reserved, Ordering::Relaxed);
         stats.peak_reserved_kv_bytes.fetch_max(reserved, Ordering::Relaxed);

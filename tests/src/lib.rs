@@ -120,7 +120,8 @@ pub struct Herd {
     pub http: reqwest::Client,
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
-    engine: EngineHandle,
+    /// The engine the workers share.
+    pub engine: EngineHandle,
     /// The policy hook of the workers this herd starts.
     pub policy: Arc<dyn PolicyHook>,
 }

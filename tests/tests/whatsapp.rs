@@ -221,3 +221,20 @@ async fn a_stopping_worker_finishes_the_turn_in_flight_and_acknowledges_it() -> 
     let answered: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = 'answered'").fetch_one(&store.pool).await.expect("count");
     assert_eq!(answered, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_conversations_are_decoded_together_by_one_engine() -> Rt {
+    let herd = Herd::start(1).await;
+    let users: Vec<String> = (0..8).map(|i| format!("4477009002{i:02}")).collect();
+    let msgs: Vec<(&str, String, &str)> = users.iter().enumerate().map(|(i, u)| (u.as_str(), format!("wamid.C{i}"), "Tell me a joke")).collect();
+    let refs: Vec<(&str, &str, &str)> = msgs.iter().map(|(u, id, t)| (*u, id.as_str(), *t)).collect();
+    let (status, _) = herd.post("whatsapp", &whatsapp_texts(&refs), Some(WA_SECRET)).await;
+    assert_eq!(status, 200);
+    let sends = herd.wait_for_sends(8).await;
+    // every user got the demo model's (greedy, deterministic) joke
+    let texts: std::collections::HashSet<_> = sends.iter().filter_map(|c| c.text()).collect();
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    let peak = herd.engine.stats().peak_running.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(peak > 1, "conversations were batched together (peak {peak} in one step)");
+    herd.stop().await;
+}

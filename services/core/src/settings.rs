@@ -89,6 +89,12 @@ pub struct WorkerSettings {
     pub block_ms: u64,
     /// Sampling temperature (0 = greedy).
     pub temperature: f32,
+    /// Sequences one engine decodes together at most (continuous batching).
+    pub max_batch_size: usize,
+    /// Tokens in one forward step at most (prefill chunks + decodes).
+    pub max_batch_tokens: usize,
+    /// KV cache bytes all sequences of one engine may reserve together.
+    pub kv_cache_bytes: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -231,6 +237,9 @@ impl Default for WorkerSettings {
             read_batch: 16,
             block_ms: 2_000,
             temperature: 0.0,
+            max_batch_size: 32,
+            max_batch_tokens: 512,
+            kv_cache_bytes: 1 << 30,
         }
     }
 }

@@ -95,7 +95,13 @@ pub async fn run_workers(s: &Settings, store: Store, queue: Queue, shutdown: wat
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "herd".into());
     for i in 0..s.worker.count.max(1) {
         let cfg = &s.worker;
-        let engine = EngineHandle::start(Path::new(&cfg.model), &cfg.dtype, cfg.concurrency * 4, cfg.context_tokens)
+        let limits = herd_worker::engine::EngineLimits {
+            max_batch_size: cfg.max_batch_size,
+            max_batch_tokens: cfg.max_batch_tokens,
+            kv_cache_bytes: cfg.kv_cache_bytes,
+            queue: cfg.concurrency * 4,
+        };
+        let engine = EngineHandle::start_with(Path::new(&cfg.model), &cfg.dtype, cfg.context_tokens, &limits)
             .with_context(|| format!("loading the model {}", cfg.model))?;
         let name = format!("{host}-{}-{i}", std::process::id());
         let w = Worker::new(name, settings.clone(), store.clone(), queue.clone(), engine, policy.clone());

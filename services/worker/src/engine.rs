@@ -1,15 +1,15 @@
-//! The engine of one worker: a model owned by one thread, fed through a bounded channel
-//! (callers hold a cheap handle; a full queue is an overload error at once).
+//! The engine of one worker: the model owned by herd-engine's continuous-batching scheduler
+//! (one thread, many conversations per forward step), fed through its bounded queue — callers
+//! hold a cheap handle; a full queue is an overload error at once.
 
-use herd_engine::generate::{GenerateRequest, generate};
+use herd_engine::generate::GenerateRequest;
+use herd_engine::scheduler::{Event, SchedulerConfig, SchedulerHandle};
 use herd_engine::sampler::SamplingParams;
 use herd_engine::tokenizer::{ChatMessage, ChatTokenizer};
 use herd_engine::{Model, parse_dtype};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot};
 
 /// A finished generation.
 #[derive(Clone, Debug)]
@@ -24,7 +24,7 @@ pub struct Reply {
 /// Why the engine could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("engine overloaded: {0} requests already queued")]
+    #[error("engine overloaded: {0} requests already waiting")]
     Overloaded(usize),
     #[error("engine stopped")]
     Stopped,
@@ -32,38 +32,47 @@ pub enum EngineError {
     Engine(#[from] herd_engine::Error),
 }
 
-struct Job {
-    prompt: Vec<u32>,
-    max_new_tokens: usize,
-    temperature: f32,
-    reply: oneshot::Sender<Result<Reply, EngineError>>,
-}
-
-/// Handle to the engine thread.
+/// Handle to the engine (cheap to clone).
 #[derive(Clone)]
 pub struct EngineHandle {
-    tx: mpsc::Sender<Job>,
-    capacity: usize,
+    scheduler: SchedulerHandle,
     tokenizer: Arc<ChatTokenizer>,
     context_tokens: usize,
 }
 
+/// Batching limits of the engine.
+#[derive(Clone, Debug)]
+pub struct EngineLimits {
+    pub max_batch_size: usize,
+    pub max_batch_tokens: usize,
+    pub kv_cache_bytes: usize,
+    pub queue: usize,
+}
+
 impl EngineHandle {
-    /// Loads the model in `dir` and starts its thread; `queue` bounds waiting requests.
+    /// Loads the model in `dir` and starts its scheduler; `queue` bounds waiting requests.
     pub fn start(dir: &Path, dtype: &str, queue: usize, context_tokens: usize) -> Result<Self, herd_engine::Error> {
+        let limits = EngineLimits { max_batch_size: 32, max_batch_tokens: 512, kv_cache_bytes: 1 << 30, queue };
+        Self::start_with(dir, dtype, context_tokens, &limits)
+    }
+
+    /// Loads the model in `dir` and starts its scheduler with these limits.
+    pub fn start_with(dir: &Path, dtype: &str, context_tokens: usize, limits: &EngineLimits) -> Result<Self, herd_engine::Error> {
         let model = Model::load(dir, parse_dtype(dtype)?)?;
         let tokenizer = Arc::new(ChatTokenizer::load(dir, model.config())?);
-        let (tx, mut rx) = mpsc::channel::<Job>(queue.max(1));
-        let tok = tokenizer.clone();
-        std::thread::Builder::new()
-            .name("herd-engine".into())
-            .spawn(move || {
-                while let Some(job) = rx.blocking_recv() {
-                    let _ = job.reply.send(run(&model, &tok, job.prompt, job.max_new_tokens, job.temperature));
-                }
-            })
-            .map_err(|e| herd_engine::Error::Request(format!("starting the engine thread: {e}")))?;
-        Ok(Self { tx, capacity: queue.max(1), tokenizer, context_tokens })
+        let cfg = SchedulerConfig {
+            max_batch_size: limits.max_batch_size.max(1),
+            max_batch_tokens: limits.max_batch_tokens.max(1),
+            kv_cache_bytes: limits.kv_cache_bytes,
+            queue_capacity: limits.queue.max(1),
+        };
+        let scheduler = SchedulerHandle::start(Arc::new(model), cfg);
+        Ok(Self { scheduler, tokenizer, context_tokens })
+    }
+
+    /// The scheduler's counters.
+    pub fn stats(&self) -> &herd_engine::scheduler::SchedulerStats {
+        &self.scheduler.stats
     }
 
     /// The model's tokenizer and chat template.
@@ -85,34 +94,32 @@ impl EngineHandle {
         }
     }
 
-    /// Generates a reply to `prompt`.
+    /// Generates a reply to `prompt` (batched with the other conversations in flight).
     pub async fn generate(&self, prompt: Vec<u32>, max_new_tokens: usize, temperature: f32) -> Result<Reply, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .try_send(Job { prompt, max_new_tokens, temperature, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => EngineError::Overloaded(self.capacity),
-                mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
-            })?;
-        rx.await.map_err(|_| EngineError::Stopped)?
+        let tokens_in = prompt.len();
+        let sampling = SamplingParams { temperature, top_p: if temperature > 0.0 { 0.9 } else { 1.0 }, ..SamplingParams::default() };
+        let req = GenerateRequest { prompt, max_new_tokens, sampling, stop_ids: self.tokenizer.stop_ids().to_vec(), stop_strings: vec![] };
+        let t0 = Instant::now();
+        let handle = self.scheduler.submit(req).map_err(|e| match e {
+            herd_engine::Error::Overloaded(n) => EngineError::Overloaded(n),
+            other => EngineError::Engine(other),
+        })?;
+        let (ids, ttft_ms) = tokio::task::spawn_blocking(move || {
+            let mut first = None;
+            for ev in handle.events.iter() {
+                match ev {
+                    Event::Token(_) => {
+                        first.get_or_insert(t0.elapsed().as_millis() as u64);
+                    }
+                    Event::Done { output_ids, .. } => return Ok((output_ids, first.unwrap_or(0))),
+                    Event::Failed(e) => return Err(EngineError::Engine(herd_engine::Error::Request(e))),
+                }
+            }
+            Err(EngineError::Stopped)
+        })
+        .await
+        .map_err(|_| EngineError::Stopped)??;
+        let text = self.tokenizer.decode(&ids, true)?;
+        Ok(Reply { text: text.trim().to_string(), tokens_in, tokens_out: ids.len(), ttft_ms, generation_ms: t0.elapsed().as_millis() as u64 })
     }
-}
-
-fn run(model: &Model, tok: &ChatTokenizer, prompt: Vec<u32>, max_new: usize, temperature: f32) -> Result<Reply, EngineError> {
-    let t0 = Instant::now();
-    let mut first: Option<u64> = None;
-    let tokens_in = prompt.len();
-    let sampling = SamplingParams { temperature, top_p: if temperature > 0.0 { 0.9 } else { 1.0 }, ..SamplingParams::default() };
-    let req = GenerateRequest { prompt, max_new_tokens: max_new, sampling, stop_ids: tok.stop_ids().to_vec(), stop_strings: vec![] };
-    let g = generate(model, Some(tok), &req, &AtomicBool::new(false), &mut |_| {
-        first.get_or_insert(t0.elapsed().as_millis() as u64);
-        true
-    })?;
-    Ok(Reply {
-        text: g.text.unwrap_or_default().trim().to_string(),
-        tokens_in,
-        tokens_out: g.output_ids.len(),
-        ttft_ms: first.unwrap_or(0),
-        generation_ms: t0.elapsed().as_millis() as u64,
-    })
 }
