@@ -281,6 +281,11 @@ impl Herd {
         self.stub.sends()
     }
 
+    /// Waits until an SQL count reaches `n` (work recorded after a send lands a moment later).
+    pub async fn wait_count(&self, sql: &'static str, n: i64) {
+        self.wait_until(30, &format!("{sql} = {n}"), || async { self.count(sql).await == n }).await;
+    }
+
     /// One SQL count.
     pub async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.store.pool).await.expect("count query")

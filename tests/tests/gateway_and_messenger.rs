@@ -94,6 +94,7 @@ async fn a_sender_over_the_limit_is_recorded_and_told_to_slow_down_once() {
         assert_eq!(status, 200, "the platform always gets 200");
     }
     herd.wait_until(20, "5 recorded", || async { herd.count("SELECT count(*) FROM messages WHERE direction = 'in'").await == 5 }).await;
+    herd.wait_for_sends(3).await;
     let sends = herd.quiet_sends().await;
     let slow = sends.iter().filter(|c| c.text() == Some(herd.settings.limits.slow_down_text.as_str())).count();
     assert_eq!(slow, 1, "one slow-down reply for three limited messages");

@@ -19,7 +19,7 @@ async fn a_signed_text_gets_exactly_one_reply_to_the_right_number_and_recipient(
     assert_eq!(sends[0].text(), Some("Hi"), "the demo model's golden reply to Hello");
     // read receipt + typing before the reply
     assert!(herd.stub.calls().iter().any(|c| c.body["status"] == "read" && c.body["message_id"] == "wamid.A1"));
-    assert_eq!(herd.count("SELECT count(*) FROM messages WHERE direction = 'in' AND status = 'answered'").await, 1);
+    herd.wait_count("SELECT count(*) FROM messages WHERE direction = 'in' AND status = 'answered'", 1).await;
     assert_eq!(herd.count("SELECT count(*) FROM messages WHERE direction = 'out' AND end_to_end_ms IS NOT NULL").await, 1);
     assert_eq!(herd.count("SELECT count(*) FROM deliveries WHERE state = 'accepted'").await, 1);
     herd.stop().await;
@@ -100,6 +100,7 @@ async fn a_batch_of_five_messages_from_two_users_gets_five_replies_each_users_in
     let (status, v) = herd.post("whatsapp", &body, Some(WA_SECRET)).await;
     assert_eq!((status, v["accepted"].as_i64()), (200, Some(5)));
     herd.wait_for_sends(5).await;
+    herd.wait_count("SELECT count(*) FROM messages WHERE direction = 'out'", 5).await;
     assert_eq!(herd.quiet_sends().await.len(), 5);
     // Each reply answers its message, and each user's replies follow the order of their messages.
     let rows: Vec<(String, String)> = sqlx::query_as(
@@ -134,7 +135,7 @@ async fn a_worker_killed_mid_turn_is_taken_over_and_the_message_answered_once() 
     let sends = herd.wait_for_sends(1).await;
     assert_eq!(herd.quiet_sends().await.len(), 1);
     assert_eq!(sends[0].to(), Some("447700900030"));
-    assert_eq!(herd.count("SELECT count(*) FROM outbox WHERE state = 'sent'").await, 1);
+    herd.wait_count("SELECT count(*) FROM outbox WHERE state = 'sent'", 1).await;
     herd.stop().await;
 }
 
@@ -188,6 +189,7 @@ async fn statuses_move_a_delivery_forward_only() -> Rt {
     herd.post("whatsapp", &whatsapp_texts(&[("447700900070", "wamid.S1", "Hello")]), Some(WA_SECRET)).await;
     let sends = herd.wait_for_sends(1).await;
     assert!(!sends.is_empty());
+    herd.wait_count("SELECT count(*) FROM deliveries", 1).await;
     let out_id: String = sqlx::query_scalar("SELECT platform_message_id FROM deliveries").fetch_one(&herd.store.pool).await.expect("row");
     let status = |s: &str, ts: i64| {
         serde_json::to_vec(&json!({"object": "whatsapp_business_account", "entry": [{"id": "W", "changes": [{"field": "messages", "value": {
