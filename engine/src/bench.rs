@@ -48,15 +48,17 @@ pub enum BenchModel<'a> {
     Checkpoint(&'a Path),
 }
 
+/// The model to measure, and the file or folder it came from.
+fn build<'a>(what: BenchModel<'a>, dtype: DType, seed: u64) -> Result<(Model, &'a Path)> {
+    Ok(match what {
+        BenchModel::Config(path) => (Model::from_source(TextConfig::from_path(path)?, &RandomWeights { seed, std: 0.02 }, dtype)?, path),
+        BenchModel::Checkpoint(dir) => (Model::load(dir, dtype)?, dir),
+    })
+}
+
 /// Runs the benchmark.
 pub fn run(what: BenchModel<'_>, dtype: DType, prompt: usize, new: usize, batches: &[usize], seed: u64) -> Result<BenchReport> {
-    let (model, source) = match what {
-        BenchModel::Config(path) => {
-            let cfg = TextConfig::from_path(path)?;
-            (Model::from_source(cfg, &RandomWeights { seed, std: 0.02 }, dtype)?, path)
-        }
-        BenchModel::Checkpoint(dir) => (Model::load(dir, dtype)?, dir),
-    };
+    let (model, source) = build(what, dtype, seed)?;
     let cfg = model.config().clone();
     let mut rng = Rng::new(seed ^ 0xBE7C);
     // Warm-up (thread start, first-touch of scratch buffers), not timed.
@@ -152,10 +154,7 @@ pub fn run_serving(what: BenchModel<'_>, dtype: DType, prompt: usize, new: usize
     use crate::sampler::SamplingParams;
     use crate::scheduler::{Event, SchedulerConfig, SchedulerHandle};
     use std::sync::Arc;
-    let (model, source) = match what {
-        BenchModel::Config(path) => (Model::from_source(TextConfig::from_path(path)?, &RandomWeights { seed, std: 0.02 }, dtype)?, path),
-        BenchModel::Checkpoint(dir) => (Model::load(dir, dtype)?, dir),
-    };
+    let (model, source) = build(what, dtype, seed)?;
     let vocab = model.config().vocab_size as u64;
     let model = Arc::new(model);
     let cfg = SchedulerConfig { max_batch_size: concurrency.max(1), max_batch_tokens: 512, kv_cache_bytes: usize::MAX / 4, queue_capacity: requests.max(1) };
