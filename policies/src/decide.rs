@@ -114,10 +114,11 @@ fn main_language(country: &str) -> Option<&'static str> {
 #[derive(Clone, Debug, PartialEq)]
 pub enum OutputCheck {
     Send,
-    /// Generate once more with this system prompt (a balanced answer lectured or took one side).
-    Regenerate { system_prompt: String, reason: String },
-    /// Do not send the reply; send this instead.
-    Replace { message: String, categories: Vec<String> },
+    /// Generate once more with this system prompt (a balanced answer lectured or took one side);
+    /// `pack` and `version` name the pack whose moderation texts asked for it.
+    Regenerate { system_prompt: String, reason: String, pack: String, version: u32 },
+    /// Do not send the reply; send this instead. `decision` is the reply's own, for the audit trail.
+    Replace { message: String, decision: Box<Decision> },
 }
 
 /// The packs herd ships (`policies/packs/*.toml`).
@@ -320,19 +321,16 @@ impl PolicySet {
     }
 
     /// Looks at a generated reply: unsafe content is replaced by the category's message; a
-    /// balanced answer that lectures or shows one side is regenerated once (`attempt` 0 → may
-    /// regenerate, 1 → send as is).
-    pub fn check_output(&self, tenant: &Tenant, decision: &Decision, reply: &str, attempt: u32) -> OutputCheck {
-        let subject = Subject { text: reply, ..Default::default() };
-        let mut on_reply = self.evaluate(tenant, &subject);
+    /// balanced answer (`balanced` holds the system prompt it was made with) that lectures or shows
+    /// one side is regenerated once (`attempt` 0 → may regenerate, 1 → send as is).
+    pub fn check_output(&self, tenant: &Tenant, balanced: Option<&str>, reply: &str, attempt: u32) -> OutputCheck {
+        let mut on_reply = self.evaluate(tenant, &Subject { text: reply, ..Default::default() });
         on_reply.hits.retain(|h| h.category.is_some());
-        if matches!(on_reply.action, Action::Refuse) {
-            return OutputCheck::Replace { message: on_reply.message.unwrap_or_default(), categories: on_reply.categories };
+        if on_reply.action == Action::Refuse {
+            return OutputCheck::Replace { message: on_reply.message.clone().unwrap_or_default(), decision: Box::new(on_reply) };
         }
-        if decision.action != Action::Balanced || attempt > 0 {
-            return OutputCheck::Send;
-        }
-        let Some(m) = tenant.packs.iter().filter_map(|n| self.packs.get(n)).find_map(|p| p.moderation.as_ref()) else {
+        let Some(base) = balanced.filter(|_| attempt == 0) else { return OutputCheck::Send };
+        let Some((pack, m)) = tenant.packs.iter().filter_map(|n| self.packs.get(n)).find_map(|p| p.moderation.as_ref().map(|m| (p, m))) else {
             return OutputCheck::Send;
         };
         let lower = reply.to_lowercase();
@@ -344,8 +342,12 @@ impl PolicySet {
             (None, true) => "one perspective only".to_string(),
             (None, false) => return OutputCheck::Send,
         };
-        let base = decision.system_prompt.clone().unwrap_or_else(|| m.balanced_system_prompt.clone());
-        OutputCheck::Regenerate { system_prompt: format!("{base}\n\n{}", m.stronger_instruction), reason }
+        OutputCheck::Regenerate {
+            system_prompt: format!("{base}\n\n{}", m.stronger_instruction),
+            reason,
+            pack: pack.meta.name.clone(),
+            version: pack.meta.version,
+        }
     }
 }
 
@@ -453,9 +455,10 @@ message = "no"
         assert_eq!(d.action, Action::Balanced);
         assert!(d.system_prompt.as_deref().is_some_and(|p| p.contains("main perspectives")));
         let lecture = "It's important to remember that every life matters, and I encourage you to reflect.";
-        assert!(matches!(set.check_output(&t, &d, lecture, 0), OutputCheck::Regenerate { .. }));
-        assert_eq!(set.check_output(&t, &d, lecture, 1), OutputCheck::Send);
+        let balanced = d.system_prompt.as_deref();
+        assert!(matches!(set.check_output(&t, balanced, lecture, 0), OutputCheck::Regenerate { .. }));
+        assert_eq!(set.check_output(&t, balanced, lecture, 1), OutputCheck::Send);
         let fair = "Supporters argue it deters crime and delivers justice, while critics say it risks executing innocent people; others point to its cost.";
-        assert_eq!(set.check_output(&t, &d, fair, 0), OutputCheck::Send);
+        assert_eq!(set.check_output(&t, balanced, fair, 0), OutputCheck::Send);
     }
 }

@@ -94,8 +94,10 @@ fn run_service(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> 
                 loadgen::run(loadgen::Options { url, requests, concurrency, secret, phone_id, bare, run_id }).await
             }
             Command::Migrate => {
-                services::store(&settings).await?;
-                eprintln!("migrations applied, tenants seeded");
+                let store = services::store(&settings).await?;
+                // Refuse a broken pack or tenant policy here too, before anything runs with it.
+                services::policy(&settings, &store).await?;
+                eprintln!("migrations applied, tenants seeded, policy packs valid");
                 Ok(())
             }
             Command::Gateway => {
@@ -104,13 +106,15 @@ fn run_service(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> 
             }
             Command::Worker => {
                 let (store, queue) = (services::store(&settings).await?, services::queue(&settings).await?);
-                services::run_workers(&settings, store, queue, services::shutdown_signal()).await
+                let policy = services::policy(&settings, &store).await?;
+                services::run_workers(&settings, store, queue, policy, services::shutdown_signal()).await
             }
             Command::Serve => {
                 let (store, queue) = (services::store(&settings).await?, services::queue(&settings).await?);
+                let policy = services::policy(&settings, &store).await?;
                 let stop = services::shutdown_signal();
                 let gw = services::run_gateway(&settings, store.clone(), queue.clone(), stop.clone());
-                let wk = services::run_workers(&settings, store, queue, stop);
+                let wk = services::run_workers(&settings, store, queue, policy, stop);
                 let (g, w) = tokio::join!(gw, wk);
                 g.and(w)
             }

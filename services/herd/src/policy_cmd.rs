@@ -51,13 +51,6 @@ struct EvalInput {
     has_image: bool,
 }
 
-fn policy_set(packs: Option<&Path>) -> Result<PolicySet> {
-    match packs {
-        Some(dir) => PolicySet::load_dir(dir).map_err(|e| anyhow::anyhow!("{e}")),
-        None => Ok(PolicySet::shipped()),
-    }
-}
-
 fn tenant(path: Option<&Path>, set: &PolicySet) -> Result<Tenant> {
     let t = match path {
         Some(p) => {
@@ -87,7 +80,7 @@ pub fn run(args: PolicyArgs) -> Result<()> {
             println!("{}", json!({"country": country, "eu": eu}));
         }
         PolicyCommand::Eval { packs, tenant: tenant_file } => {
-            let set = policy_set(packs.as_deref())?;
+            let set = crate::services::pack_set(packs.as_deref())?;
             let t = tenant(tenant_file.as_deref(), &set)?;
             let stdin = std::io::stdin();
             let mut out = std::io::stdout().lock();
@@ -118,7 +111,7 @@ pub fn run(args: PolicyArgs) -> Result<()> {
             }
         }
         PolicyCommand::Bench { files, packs, mistakes } => {
-            let set = policy_set(packs.as_deref())?;
+            let set = crate::services::pack_set(packs.as_deref())?;
             let t = Tenant::demo();
             let files = if files.is_empty() {
                 vec![repo_file("policies/evals/xstest/xstest_prompts.csv"), repo_file("policies/evals/herd-heldout.csv")]

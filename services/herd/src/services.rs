@@ -19,8 +19,6 @@ pub async fn store(s: &Settings) -> Result<Store> {
     let store = Store::connect(&s.database_url).await.with_context(|| format!("connecting to PostgreSQL at {}", redact(&s.database_url)))?;
     store.migrate().await.context("applying migrations")?;
     store.seed(&s.tenants).await.context("seeding tenants and channels")?;
-    // Refuse to start on broken packs or tenant policy settings.
-    policy(s, &store).await?;
     Ok(store)
 }
 
@@ -70,13 +68,18 @@ pub async fn run_gateway(s: &Settings, store: Store, queue: Queue, shutdown: wat
     herd_gateway::serve(listener, state, wait(shutdown)).await.context("serving the gateway")
 }
 
+/// The packs of `dir`, or the shipped ones.
+pub fn pack_set(dir: Option<&Path>) -> Result<herd_policies::PolicySet> {
+    match dir {
+        Some(d) => herd_policies::PolicySet::load_dir(d).map_err(|e| anyhow::anyhow!("policy packs: {e}")),
+        None => Ok(herd_policies::PolicySet::shipped()),
+    }
+}
+
 /// The policy packs and each tenant's policy settings; a broken pack or tenant stops start-up.
+/// Built once per process and shared by its workers.
 pub async fn policy(s: &Settings, store: &Store) -> Result<Arc<dyn PolicyHook>> {
-    let set = if s.policies.packs_dir.is_empty() {
-        herd_policies::PolicySet::shipped()
-    } else {
-        herd_policies::PolicySet::load_dir(Path::new(&s.policies.packs_dir)).map_err(|e| anyhow::anyhow!("policy packs: {e}"))?
-    };
+    let set = pack_set((!s.policies.packs_dir.is_empty()).then(|| Path::new(&s.policies.packs_dir)))?;
     let set = if s.policies.guard_model.is_empty() {
         set
     } else {
@@ -88,9 +91,14 @@ pub async fn policy(s: &Settings, store: &Store) -> Result<Arc<dyn PolicyHook>> 
     Ok(Arc::new(PacksPolicy::from_settings(Arc::new(set), &s.tenants, &ids).map_err(anyhow::Error::msg)?))
 }
 
-pub async fn run_workers(s: &Settings, store: Store, queue: Queue, shutdown: watch::Receiver<bool>) -> Result<()> {
+pub async fn run_workers(
+    s: &Settings,
+    store: Store,
+    queue: Queue,
+    policy: Arc<dyn PolicyHook>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     let settings = Arc::new(s.clone());
-    let policy = policy(s, &store).await?;
     let mut set = tokio::task::JoinSet::new();
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "herd".into());
     for i in 0..s.worker.count.max(1) {

@@ -167,13 +167,6 @@ impl Worker {
         }
     }
 
-    /// Handles one entry start to end (both phases).
-    pub async fn handle(&self, d: Delivery) {
-        if let Some(r) = self.record(&d).await {
-            self.finish(&d, turn::process(self, &d, r).await).await;
-        }
-    }
-
     /// Acknowledges, dead-letters or leaves an entry pending, by the outcome.
     async fn finish(&self, d: &Delivery, outcome: Result<(), WorkerError>) {
         match outcome {

@@ -165,33 +165,27 @@ impl PolicyHook for PacksPolicy {
 
     fn check_output(&self, ctx: &TurnContext<'_>, input: &Decision, reply: &str, attempt: u32) -> (Output, Vec<DecisionRecord>) {
         let Some(tenant) = self.tenants.get(&ctx.tenant_id) else { return (Output::Send, vec![]) };
-        let mut d = self.set.evaluate(tenant, &Self::subject(ctx));
-        if let Decision::Guide { system_prompt } = input {
-            d.action = Action::Balanced;
-            d.system_prompt = Some(system_prompt.clone());
-        }
-        match self.set.check_output(tenant, &d, reply, attempt) {
+        let balanced = match input {
+            Decision::Guide { system_prompt } => Some(system_prompt.as_str()),
+            _ => None,
+        };
+        match self.set.check_output(tenant, balanced, reply, attempt) {
             OutputCheck::Send => (Output::Send, vec![]),
-            OutputCheck::Regenerate { system_prompt, reason } => {
+            OutputCheck::Regenerate { system_prompt, reason, pack, version } => {
                 let rec = DecisionRecord {
                     stage: "output",
-                    pack: "balanced-moderation".into(),
-                    pack_version: self.set.pack("balanced-moderation").map_or(0, |p| p.meta.version as i32),
+                    pack,
+                    pack_version: version as i32,
                     rule: format!("regenerate: {reason}"),
                     category: Some("debated".into()),
                     action: "regenerate".into(),
                     shadow: false,
-                    country: d.country.clone(),
-                    classifier: d.classifier.clone(),
+                    country: Self::subject(ctx).phone.and_then(herd_policies::region::country_of_phone),
+                    classifier: self.set.classifier().name().to_string(),
                 };
                 (Output::Regenerate { system_prompt }, vec![rec])
             }
-            OutputCheck::Replace { message, categories } => {
-                let on_reply = self.set.evaluate(tenant, &Subject { text: reply, ..Default::default() });
-                let mut recs = records("output", &on_reply);
-                recs.retain(|r| r.category.as_ref().is_some_and(|c| categories.contains(c)));
-                (Output::Replace(message), recs)
-            }
+            OutputCheck::Replace { message, decision } => (Output::Replace(message), records("output", &decision)),
         }
     }
 }
