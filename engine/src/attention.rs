@@ -8,11 +8,11 @@
 
 use crate::config::TextConfig;
 use crate::error::Result;
-use crate::kv_cache::LayerCache;
+use crate::kv_cache::KvCache;
 use crate::rope;
 use crate::weights::{Weight, WeightSource};
 use candle_core::DType;
-use herd_kernels::attention::{KvRun, attend};
+use herd_kernels::attention::{KvBlocks, attend};
 use herd_kernels::matmul::linear;
 use herd_kernels::norm::l2_norm;
 use herd_kernels::{SendPtr, pool};
@@ -31,6 +31,8 @@ pub struct StepTokens<'a> {
     /// `cos`/`sin` of each token's rotary angles, `[T, head_dim / 2]`.
     pub cos: &'a [f32],
     pub sin: &'a [f32],
+    /// Positions per KV block (the same for every cache of the step).
+    pub block_rows: usize,
 }
 
 /// One attention block.
@@ -76,9 +78,11 @@ impl Attention {
         })
     }
 
-    /// `y [T, hidden] += attention(x [T, hidden])`, appending this step's keys and values to each
-    /// sequence's cache of this layer (`caches[s]`) and trimming chunked caches afterwards.
-    pub fn forward_add(&self, x: &[f32], step: &StepTokens<'_>, caches: &mut [&mut LayerCache], y: &mut [f32]) {
+    /// `y [T, hidden] += attention(x [T, hidden])` for layer `layer`, appending this step's keys
+    /// and values to each sequence's cache (`caches[s]`) and trimming chunked layers afterwards.
+    /// Fails when the block pool runs out (the caches of this step are then unusable: callers
+    /// check [`KvCache::blocks_to_append`] first).
+    pub fn forward_add(&self, x: &[f32], step: &StepTokens<'_>, layer: usize, caches: &mut [&mut KvCache], y: &mut [f32]) -> Result<()> {
         let t = step.seq.len();
         let (d, nh, nkv, h) = (self.head_dim, self.heads, self.kv_heads, self.hidden);
         let (qd, kvd) = (nh * d, nkv * d);
@@ -109,14 +113,15 @@ impl Attention {
         }
 
         for (s, &(a, b)) in step.ranges.iter().enumerate() {
-            caches[s].append(&k[a * kvd..b * kvd], &v[a * kvd..b * kvd]);
+            caches[s].append(layer, &k[a * kvd..b * kvd], &v[a * kvd..b * kvd])?;
         }
 
         let scale = (d as f32).powf(-0.5);
         let group = nh / nkv;
         let mut out = vec![0f32; t * qd];
         {
-            let caches: Vec<&LayerCache> = caches.iter().map(|c| &**c).collect();
+            let caches: Vec<&crate::kv_cache::LayerCache> = caches.iter().map(|c| &c.layers[layer]).collect();
+            let block_rows = step.block_rows;
             let pairs = t * nh; // (token, head), each writing its own d floats of `out`
             let per = pairs.div_ceil(pool::threads() * 4).max(1);
             let outp = SendPtr(out.as_mut_ptr());
@@ -130,7 +135,7 @@ impl Attention {
                         None => c.start,
                     };
                     let n = p + 1 - lo;
-                    let off = (lo - c.start) * kvd + (head / group) * d;
+                    let kv = KvBlocks { blocks: &c.blocks, block_rows, stride: kvd, col: (head / group) * d, first: lo - c.start, n };
                     // SAFETY: pair i owns out[i*d .. (i+1)*d]; pairs are split disjointly among tasks.
                     let o = unsafe { std::slice::from_raw_parts_mut(outp.get().add(i * d), d) };
                     SCORES.with(|sc| {
@@ -139,14 +144,14 @@ impl Attention {
                             sc.resize(n, 0.0);
                         }
                         let qv = &q[tok * qd + head * d..tok * qd + (head + 1) * d];
-                        attend(qv, KvRun { keys: &c.k[off..], values: &c.v[off..], n, stride: kvd }, scale, &mut sc, o);
+                        attend(qv, kv, scale, &mut sc, o);
                     });
                 }
             });
         }
         for (s, &(a, b)) in step.ranges.iter().enumerate() {
             if b > a {
-                caches[s].trim(step.pos[b - 1] + 1, kvd);
+                caches[s].trim(layer, step.pos[b - 1] + 1);
             }
         }
         let mut o = vec![0f32; t * h];
@@ -154,6 +159,7 @@ impl Attention {
         for (a, b) in y.iter_mut().zip(&o) {
             *a += b;
         }
+        Ok(())
     }
 
     /// Bytes of weights.

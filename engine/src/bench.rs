@@ -144,20 +144,39 @@ pub struct ServingReport {
     /// Inter-token latency.
     pub itl_ms_p50: f64,
     pub itl_ms_p99: f64,
+    /// Output tokens per second of the steps that only decoded (no prompt tokens in the step):
+    /// the steady decode throughput of the batch.
+    pub decode_tokens_per_s: f64,
     pub peak_rss_bytes: Option<u64>,
     pub scheduler_steps: usize,
+    /// KV blocks: pool size, most held at once, bytes per block; sequences preempted.
+    pub kv_blocks_total: usize,
+    pub kv_blocks_peak: usize,
+    pub kv_block_bytes: usize,
+    pub preemptions: usize,
 }
 
 /// Runs `requests` requests with at most `concurrency` in flight through the scheduler.
-pub fn run_serving(what: BenchModel<'_>, dtype: DType, prompt: usize, new: usize, concurrency: usize, requests: usize, seed: u64) -> Result<ServingReport> {
+#[allow(clippy::too_many_arguments)]
+pub fn run_serving(
+    what: BenchModel<'_>,
+    dtype: DType,
+    prompt: usize,
+    new: usize,
+    concurrency: usize,
+    requests: usize,
+    kv_cache_bytes: usize,
+    seed: u64,
+) -> Result<ServingReport> {
     use crate::generate::GenerateRequest;
     use crate::sampler::SamplingParams;
     use crate::scheduler::{Event, SchedulerConfig, SchedulerHandle};
     use std::sync::Arc;
+    use std::sync::atomic::Ordering::Relaxed;
     let (model, source) = build(what, dtype, seed)?;
     let vocab = model.config().vocab_size as u64;
     let model = Arc::new(model);
-    let cfg = SchedulerConfig { max_batch_size: concurrency.max(1), max_batch_tokens: 512, kv_cache_bytes: usize::MAX / 4, queue_capacity: requests.max(1) };
+    let cfg = SchedulerConfig { max_batch_size: concurrency.max(1), kv_cache_bytes, queue_capacity: requests.max(1), ..Default::default() };
     let sched = SchedulerHandle::start(model, cfg);
     let mut rng = Rng::new(seed ^ 0x5E);
     let prompts: Vec<Vec<u32>> = (0..requests).map(|_| (0..prompt.max(1)).map(|_| (rng.next_u64() % vocab) as u32).collect()).collect();
@@ -222,7 +241,16 @@ pub fn run_serving(what: BenchModel<'_>, dtype: DType, prompt: usize, new: usize
         ttft_ms_p99: pct(&mut ttft, 0.99),
         itl_ms_p50: pct(&mut itl, 0.5),
         itl_ms_p99: pct(&mut itl, 0.99),
+        decode_tokens_per_s: {
+            let st = &sched.stats;
+            let nanos = st.decode_nanos.load(Relaxed).max(1) as f64;
+            st.decode_tokens.load(Relaxed) as f64 / (nanos / 1e9)
+        },
         peak_rss_bytes: peak_rss(),
-        scheduler_steps: sched.stats.steps.load(std::sync::atomic::Ordering::Relaxed),
+        scheduler_steps: sched.stats.steps.load(Relaxed),
+        kv_blocks_total: sched.stats.kv_blocks_total.load(Relaxed),
+        kv_blocks_peak: sched.stats.peak_kv_blocks_used.load(Relaxed),
+        kv_block_bytes: sched.stats.kv_block_bytes.load(Relaxed),
+        preemptions: sched.stats.preemptions.load(Relaxed),
     })
 }

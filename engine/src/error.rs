@@ -49,6 +49,9 @@ pub enum Error {
 
     #[error("overloaded: {0} requests already waiting")]
     Overloaded(usize),
+
+    #[error("the KV cache is full: all {0} blocks are in use")]
+    KvExhausted(usize),
 }
 
 /// Result alias of the engine.

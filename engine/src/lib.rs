@@ -25,7 +25,7 @@ pub mod weights;
 pub use candle_core::DType;
 pub use config::TextConfig;
 pub use error::{Error, Result};
-pub use kv_cache::KvCache;
+pub use kv_cache::{BlockPool, KvCache};
 pub use herd_kernels::pool::{set_threads, threads};
 pub use model::{LogitsWanted, Model, SeqStep};
 

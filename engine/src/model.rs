@@ -8,7 +8,7 @@ use crate::attention::{Attention, StepTokens};
 use crate::config::TextConfig;
 use crate::error::{Error, Result};
 use crate::feed_forward::{FeedForward, Mlp, Moe};
-use crate::kv_cache::{KvCache, LayerCache};
+use crate::kv_cache::{BlockPool, KvCache};
 use crate::rope::Rope;
 use crate::weights::{Checkpoint, Weight, WeightSource};
 use candle_core::DType;
@@ -101,9 +101,9 @@ impl Model {
         self.dtype
     }
 
-    /// A fresh KV cache for one sequence.
+    /// A fresh KV cache for one sequence, with its own unbounded block pool.
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(&self.cfg)
+        KvCache::new(&self.cfg, BlockPool::unbounded(&self.cfg))
     }
 
     /// Bytes of all weights held.
@@ -166,6 +166,10 @@ impl Model {
             }
             ranges.push((start, seq.len()));
         }
+        let block_rows = seqs.first().map_or(1, |s| s.cache.pool().block_rows());
+        if seqs.iter().any(|s| s.cache.pool().block_rows() != block_rows) {
+            return Err(Error::Request("the sequences of one step must use the same KV block size".into()));
+        }
         let t = seq.len();
         let all_tokens = seqs.iter().flat_map(|s| s.tokens.iter().copied());
         let mut x = vec![0f32; t * h]; // [T, hidden]
@@ -178,14 +182,14 @@ impl Model {
         for &p in &pos {
             self.rope.angles(p, &mut cos, &mut sin);
         }
-        let step = StepTokens { seq: &seq, pos: &pos, ranges: &ranges, cos: &cos, sin: &sin };
+        let step = StepTokens { seq: &seq, pos: &pos, ranges: &ranges, cos: &cos, sin: &sin, block_rows };
         let eps = self.cfg.rms_norm_eps as f32;
         let mut normed = vec![0f32; t * h];
         for (l, layer) in self.layers.iter().enumerate() {
             normed.copy_from_slice(&x);
             rms_norm(&mut normed, h, layer.input_layernorm.view(), eps);
-            let mut caches: Vec<&mut LayerCache> = seqs.iter_mut().map(|s| &mut s.cache.layers[l]).collect();
-            layer.self_attn.forward_add(&normed, &step, &mut caches, &mut x);
+            let mut caches: Vec<&mut KvCache> = seqs.iter_mut().map(|s| &mut *s.cache).collect();
+            layer.self_attn.forward_add(&normed, &step, l, &mut caches, &mut x)?;
             normed.copy_from_slice(&x);
             rms_norm(&mut normed, h, layer.post_attention_layernorm.view(), eps);
             layer.feed_forward.forward_add(&normed, t, &mut x);

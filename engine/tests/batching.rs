@@ -72,12 +72,18 @@ fn chunked_layers_keep_only_the_current_chunk_and_full_layers_keep_everything() 
             }
         }
     }
-    // bytes: 2 (k, v) * kv_dim * 4 bytes * rows, summed over layers
-    let rows: usize = (0..cfg.num_hidden_layers).map(|l| cache.layer_rows(l)).sum();
-    assert_eq!(cache.bytes(), rows * 2 * cfg.kv_dim() * 4);
+    // paged: each layer holds whole blocks covering its rows, and the pool counts them
+    let br = cache.pool().block_rows();
+    for l in 0..cfg.num_hidden_layers {
+        assert_eq!(cache.layer_blocks(l), cache.layer_rows(l).div_ceil(br), "layer {l}");
+    }
+    let block_bytes = 2 * br * cfg.kv_dim() * 4;
+    assert_eq!(cache.pool().block_bytes(), block_bytes);
+    assert_eq!(cache.bytes(), cache.blocks() * block_bytes);
+    assert_eq!(cache.pool().used(), cache.blocks());
     assert!(cache.bytes() <= KvCache::bytes_for(&cfg, 100));
     cache.clear();
-    assert_eq!((cache.bytes(), cache.seen()), (0, 0));
+    assert_eq!((cache.bytes(), cache.seen(), cache.pool().used()), (0, 0, 0));
 }
 
 #[test]

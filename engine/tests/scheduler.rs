@@ -7,6 +7,7 @@ use common::*;
 use herd_engine::generate::{FinishReason, GenerateRequest, generate};
 use herd_engine::sampler::SamplingParams;
 use herd_engine::scheduler::{Event, SchedulerConfig, SchedulerHandle};
+use herd_engine::{BlockPool, KvCache};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,6 +17,16 @@ fn req(prompt: Vec<u32>, n: usize) -> GenerateRequest {
 
 fn prompt(n: usize, salt: u32) -> Vec<u32> {
     (0..n as u32).map(|i| 8 + (i * 53 + salt * 97) % 480).collect()
+}
+
+/// The scheduler publishes freed blocks right after the step that retired a request, which may be
+/// just after the request's last event: poll briefly.
+fn all_blocks_come_back(sched: &SchedulerHandle) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while sched.stats.kv_blocks_used.load(Ordering::Relaxed) != 0 {
+        assert!(std::time::Instant::now() < deadline, "the blocks were not freed");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 #[test]
@@ -42,14 +53,21 @@ fn batched_greedy_results_equal_each_sequence_alone() {
 #[test]
 fn admission_never_exceeds_the_kv_budget() {
     let model = Arc::new(load(&fixture("llama4-tiny-scout")));
-    let one = herd_engine::KvCache::bytes_for(model.config(), 10 + 10);
-    let sched = SchedulerHandle::start(model, SchedulerConfig { max_batch_size: 8, kv_cache_bytes: 2 * one, ..Default::default() });
+    let cfg = model.config().clone();
+    let block = BlockPool::bytes_per_block(&cfg, 16);
+    // room for about two of these sequences at once (each up to 20 positions: 2 blocks a layer)
+    let budget = 2 * KvCache::max_blocks_for(&cfg, 16, 20, 512) * block + block;
+    let sched = SchedulerHandle::start(model, SchedulerConfig { max_batch_size: 8, kv_cache_bytes: budget, ..Default::default() });
     let handles: Vec<_> = (0..6).map(|i| sched.submit(req(prompt(10, i), 10)).expect("queued")).collect();
     for h in handles {
         assert_eq!(h.wait().expect("finishes").0.len(), 10);
     }
-    let peak = sched.stats.peak_reserved_kv_bytes.load(Ordering::Relaxed);
-    assert!(peak <= 2 * one && peak > 0, "peak {peak} of budget {}", 2 * one);
+    let st = &sched.stats;
+    let (total, peak) = (st.kv_blocks_total.load(Ordering::Relaxed), st.peak_kv_blocks_used.load(Ordering::Relaxed));
+    assert_eq!(total, budget / block);
+    assert!(peak <= total && peak > 0, "peak {peak} of {total} blocks");
+    assert!(st.peak_running.load(Ordering::Relaxed) < 6, "the budget must have held some back");
+    all_blocks_come_back(&sched);
     // a request larger than the whole budget fails clearly instead of waiting forever
     let e = sched.submit(req(prompt(200, 9), 200)).expect("queued").wait().expect_err("too big");
     assert!(e.to_string().contains("KV cache"), "{e}");
@@ -72,24 +90,19 @@ fn a_full_queue_is_an_overload_error_at_once() {
 }
 
 #[test]
-fn cancelling_stops_the_request_and_frees_its_reservation() {
+fn cancelling_stops_the_request_and_frees_its_blocks() {
     let model = Arc::new(load(&fixture("llama4-tiny-scout")));
     let sched = SchedulerHandle::start(model, SchedulerConfig::default());
     let h = sched.submit(req(prompt(5, 1), 20_000)).expect("runs");
     for _ in 0..3 {
         assert!(matches!(h.events.recv(), Ok(Event::Token(_))));
     }
-    assert!(sched.stats.reserved_kv_bytes.load(Ordering::Relaxed) > 0);
+    assert!(sched.stats.kv_blocks_used.load(Ordering::Relaxed) > 0);
     h.cancel();
     let (out, reason) = h.wait().expect("ends");
     assert_eq!(reason, FinishReason::Cancelled);
     assert!(out.len() >= 3 && out.len() < 20_000);
-    // the scheduler publishes the freed reservation right after the step (poll briefly)
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while sched.stats.reserved_kv_bytes.load(Ordering::Relaxed) != 0 {
-        assert!(std::time::Instant::now() < deadline, "the reservation was not freed");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    all_blocks_come_back(&sched);
     assert_eq!(sched.stats.running.load(Ordering::Relaxed), 0);
 }
 
@@ -109,4 +122,63 @@ fn a_long_prompt_is_prefilled_in_chunks_while_short_ones_keep_decoding() {
         short_tokens += 1;
     }
     assert!(short_tokens >= 30, "the short request made {short_tokens} tokens while the long prompt was prefilled");
+}
+
+#[test]
+fn a_full_pool_preempts_the_newest_and_its_recomputed_output_is_unchanged() {
+    let model = Arc::new(load(&fixture("llama4-tiny-scout")));
+    let cfg = model.config().clone();
+    let block = BlockPool::bytes_per_block(&cfg, 16);
+    // Four sequences of 8-token prompts fit at admission (1 block a layer each), but each grows to
+    // 8 + 40 positions (up to 3 blocks a layer on full layers): the pool runs out mid-decode.
+    let one_max = KvCache::max_blocks_for(&cfg, 16, 48, 512);
+    let budget = (one_max + 2 * cfg.num_hidden_layers) * block;
+    let sched = SchedulerHandle::start(model.clone(), SchedulerConfig { max_batch_size: 4, kv_cache_bytes: budget, ..Default::default() });
+    let prompts: Vec<Vec<u32>> = (0..4).map(|i| prompt(8, 10 + i)).collect();
+    let handles: Vec<_> = prompts.iter().map(|p| sched.submit(req(p.clone(), 40)).expect("queued")).collect();
+    for (p, h) in prompts.iter().zip(handles) {
+        let mut streamed = vec![];
+        let out = loop {
+            match h.events.recv().expect("an event") {
+                Event::Token(t) => streamed.push(t),
+                Event::Done { output_ids, reason } => {
+                    assert_eq!(reason, FinishReason::Length);
+                    break output_ids;
+                }
+                Event::Failed(e) => panic!("failed: {e}"),
+            }
+        };
+        assert_eq!(streamed, out, "each token streamed once, in order");
+        let alone = generate(&model, None, &req(p.clone(), 40), &AtomicBool::new(false), &mut |_| true).expect("alone").output_ids;
+        assert_eq!(out, alone);
+    }
+    let st = &sched.stats;
+    assert!(st.preemptions.load(Ordering::Relaxed) > 0, "the pool was meant to run out");
+    assert!(st.peak_kv_blocks_used.load(Ordering::Relaxed) <= st.kv_blocks_total.load(Ordering::Relaxed));
+    all_blocks_come_back(&sched);
+}
+
+#[test]
+fn chunked_layers_give_blocks_back_as_a_long_prompt_moves_past_them() {
+    let model = load(&fixture("llama4-tiny-scout"));
+    let cfg = model.config().clone();
+    let chunk = cfg.attention_chunk_size.expect("chunked");
+    let pool = BlockPool::new(&cfg, 8, 10_000);
+    let mut cache = KvCache::new(&cfg, pool.clone());
+    let ids = prompt(200, 5);
+    for piece in ids.chunks(24) {
+        let mut s = [herd_engine::SeqStep { tokens: piece, cache: &mut cache, logits: herd_engine::LogitsWanted::None }];
+        model.forward(&mut s).expect("forward");
+    }
+    for l in 0..cfg.num_hidden_layers {
+        let blocks = cache.layer_blocks(l);
+        if cfg.chunked[l] {
+            assert!(blocks <= chunk.div_ceil(8) + 1, "chunked layer {l} holds {blocks} blocks");
+        } else {
+            assert_eq!(blocks, 200usize.div_ceil(8), "full layer {l}");
+        }
+    }
+    assert_eq!(pool.used(), cache.blocks());
+    drop(cache);
+    assert_eq!(pool.used(), 0, "dropping a cache gives its blocks back");
 }

@@ -96,6 +96,9 @@ enum EngineCommand {
         /// Requests to serve (with --concurrency).
         #[arg(long, default_value_t = 64)]
         requests: usize,
+        /// Bytes of the KV block pool (with --concurrency); a small pool shows preemption.
+        #[arg(long, default_value_t = 1 << 30)]
+        kv_cache_bytes: usize,
     },
     /// Print what the engine understood of a model folder.
     Info {
@@ -218,7 +221,7 @@ pub fn run(args: EngineArgs) -> Result<()> {
             let tok = load_tokenizer(&model.model, &m)?;
             chat(&m, &tok, system, max_new_tokens, sampling.params())?;
         }
-        EngineCommand::Bench { config, model, dtype, prompt, new, batch, seed, concurrency, requests } => {
+        EngineCommand::Bench { config, model, dtype, prompt, new, batch, seed, concurrency, requests, kv_cache_bytes } => {
             let dtype = parse_dtype(&dtype)?;
             if batch.is_empty() || batch.contains(&0) {
                 bail!("--batch must list batch sizes >= 1");
@@ -232,7 +235,7 @@ pub fn run(args: EngineArgs) -> Result<()> {
                 if c == 0 || requests == 0 {
                     bail!("--concurrency and --requests must be >= 1");
                 }
-                let report = bench::run_serving(what, dtype, prompt, new, c, requests, seed)?;
+                let report = bench::run_serving(what, dtype, prompt, new, c, requests, kv_cache_bytes, seed)?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 return Ok(());
             }

@@ -65,6 +65,7 @@ impl EngineHandle {
             max_batch_tokens: limits.max_batch_tokens.max(1),
             kv_cache_bytes: limits.kv_cache_bytes,
             queue_capacity: limits.queue.max(1),
+            ..Default::default()
         };
         let scheduler = SchedulerHandle::start(Arc::new(model), cfg);
         Ok(Self { scheduler, tokenizer, context_tokens })
