@@ -8,7 +8,7 @@
 //! are widened slab by slab into a per-thread scratch buffer first.
 
 use crate::pool::{parallel_for, threads};
-use crate::simd::{axpy, dot, dot_multi, widen};
+use crate::simd::{axpy, axpy4, dot, dot_multi, widen};
 use crate::{SendPtr, WeightRef};
 use gemm::Parallelism;
 use std::cell::RefCell;
@@ -16,6 +16,9 @@ use std::cell::RefCell;
 /// From this many tokens on, products go through `gemm` instead of the streaming kernels
 /// (measured on bench16: 8 and 32 give the same batch-16 decode speed).
 pub const GEMM_MIN_TOKENS: usize = 8;
+
+/// Output columns per tile of the small-batch `x · W` kernel.
+const XW_TILE: usize = 512;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -86,8 +89,10 @@ pub fn matmul_xw(x: &[f32], t: usize, w: WeightRef<'_>, in_dim: usize, out_dim: 
         xw_gemm(x, t, w, in_dim, out_dim, y);
         return;
     }
-    // Each task streams a contiguous block of weight rows into its own partial sums
-    // ([T, out], in L1/L2), which are added up at the end.
+    // Each task streams a contiguous block of weight rows into its own partial sums ([T, out]),
+    // which are added up at the end. Within a task: column tiles (the tile's partial sums stay in
+    // L1), four weight rows folded into each token's sums at once (one load and store of the sums
+    // per four rows), so every weight element is read once for all tokens.
     let tasks = threads().min(in_dim.div_ceil(32)).max(1);
     let per = in_dim.div_ceil(tasks);
     let mut partial = vec![0f32; tasks * t * out_dim];
@@ -96,14 +101,31 @@ pub fn matmul_xw(x: &[f32], t: usize, w: WeightRef<'_>, in_dim: usize, out_dim: 
         let (h0, h1) = (task * per, ((task + 1) * per).min(in_dim));
         // SAFETY: each task owns its own [T, out] block of `partial`.
         let part = unsafe { std::slice::from_raw_parts_mut(pp.get().add(task * t * out_dim), t * out_dim) };
-        for h in h0..h1 {
-            let row = w.slice(h * out_dim, out_dim);
-            for (tt, yr) in part.chunks_exact_mut(out_dim).enumerate() {
-                let a = x[tt * in_dim + h];
-                if a != 0.0 {
-                    axpy(yr, a, row);
+        let mut c0 = 0;
+        while c0 < out_dim {
+            let n = XW_TILE.min(out_dim - c0);
+            let mut h = h0;
+            while h + 4 <= h1 {
+                let rows = [0, 1, 2, 3].map(|j| w.slice((h + j) * out_dim + c0, n));
+                for tt in 0..t {
+                    let xr = &x[tt * in_dim + h..tt * in_dim + h + 4];
+                    if xr.iter().any(|v| *v != 0.0) {
+                        let a = [xr[0], xr[1], xr[2], xr[3]];
+                        axpy4(&mut part[tt * out_dim + c0..tt * out_dim + c0 + n], a, rows);
+                    }
+                }
+                h += 4;
+            }
+            for hh in h..h1 {
+                let row = w.slice(hh * out_dim + c0, n);
+                for tt in 0..t {
+                    let a = x[tt * in_dim + hh];
+                    if a != 0.0 {
+                        axpy(&mut part[tt * out_dim + c0..tt * out_dim + c0 + n], a, row);
+                    }
                 }
             }
+            c0 += n;
         }
     });
     for part in partial.chunks_exact(t * out_dim) {

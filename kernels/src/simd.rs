@@ -78,6 +78,33 @@ pub fn axpy(y: &mut [f32], a: f32, w: WeightRef<'_>) {
     axpy_scalar(y, a, w)
 }
 
+/// `y[i] += a[0] * w[0][i] + a[1] * w[1][i] + a[2] * w[2][i] + a[3] * w[3][i]`: four weight rows
+/// folded into `y` with one load and store of `y` (the small-batch `x · W` kernel's inner step).
+pub fn axpy4(y: &mut [f32], a: [f32; 4], w: [WeightRef<'_>; 4]) {
+    assert!(w.iter().all(|r| r.len() == y.len()), "axpy4: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: features checked above; all lengths equal (the variants are checked below).
+        unsafe {
+            match w {
+                [WeightRef::F32(a0), WeightRef::F32(a1), WeightRef::F32(a2), WeightRef::F32(a3)] => {
+                    return avx2::axpy4_f32(y.as_mut_ptr(), a, [a0.as_ptr(), a1.as_ptr(), a2.as_ptr(), a3.as_ptr()], y.len());
+                }
+                [WeightRef::Bf16(a0), WeightRef::Bf16(a1), WeightRef::Bf16(a2), WeightRef::Bf16(a3)] => {
+                    return avx2::axpy4_bf16(y.as_mut_ptr(), a, [a0.as_ptr(), a1.as_ptr(), a2.as_ptr(), a3.as_ptr()], y.len());
+                }
+                [WeightRef::F16(a0), WeightRef::F16(a1), WeightRef::F16(a2), WeightRef::F16(a3)] => {
+                    return avx2::axpy4_f16(y.as_mut_ptr(), a, [a0.as_ptr(), a1.as_ptr(), a2.as_ptr(), a3.as_ptr()], y.len());
+                }
+                _ => {}
+            }
+        }
+    }
+    for (ai, wi) in a.iter().zip(w) {
+        axpy_scalar(y, *ai, wi);
+    }
+}
+
 /// `out[i] = w[i]` widened to f32 (`w` and `out` have the same length).
 pub fn widen(w: WeightRef<'_>, out: &mut [f32]) {
     assert_eq!(w.len(), out.len(), "widen: length mismatch");
@@ -152,7 +179,42 @@ mod avx2 {
     }
 
     macro_rules! kernels {
-        ($t:ty, $ld:ident, $dot:ident, $dot4:ident, $axpy:ident) => {
+        ($t:ty, $ld:ident, $dot:ident, $dot4:ident, $axpy:ident, $axpy4:ident) => {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub unsafe fn $axpy4(y: *mut f32, a: [f32; 4], w: [*const $t; 4], n: usize) {
+                unsafe {
+                    let av = [_mm256_set1_ps(a[0]), _mm256_set1_ps(a[1]), _mm256_set1_ps(a[2]), _mm256_set1_ps(a[3])];
+                    let mut i = 0;
+                    while i + 16 <= n {
+                        let mut y0 = _mm256_loadu_ps(y.add(i));
+                        let mut y1 = _mm256_loadu_ps(y.add(i + 8));
+                        for j in 0..4 {
+                            y0 = _mm256_fmadd_ps(av[j], $ld(w[j].add(i)), y0);
+                            y1 = _mm256_fmadd_ps(av[j], $ld(w[j].add(i + 8)), y1);
+                        }
+                        _mm256_storeu_ps(y.add(i), y0);
+                        _mm256_storeu_ps(y.add(i + 8), y1);
+                        i += 16;
+                    }
+                    while i + 8 <= n {
+                        let mut y0 = _mm256_loadu_ps(y.add(i));
+                        for j in 0..4 {
+                            y0 = _mm256_fmadd_ps(av[j], $ld(w[j].add(i)), y0);
+                        }
+                        _mm256_storeu_ps(y.add(i), y0);
+                        i += 8;
+                    }
+                    while i < n {
+                        let mut v = *y.add(i);
+                        for j in 0..4 {
+                            v += a[j] * f32::from(*w[j].add(i));
+                        }
+                        *y.add(i) = v;
+                        i += 1;
+                    }
+                }
+            }
+
             #[target_feature(enable = "avx2,fma,f16c")]
             pub unsafe fn $dot(w: *const $t, x: *const f32, n: usize) -> f32 {
                 unsafe {
@@ -263,9 +325,9 @@ mod avx2 {
     widen!(bf16, ld_bf16, widen_bf16);
     widen!(f16, ld_f16, widen_f16);
 
-    kernels!(f32, ld_f32, dot_f32, dot4_f32, axpy_f32);
-    kernels!(bf16, ld_bf16, dot_bf16, dot4_bf16, axpy_bf16);
-    kernels!(f16, ld_f16, dot_f16, dot4_f16, axpy_f16);
+    kernels!(f32, ld_f32, dot_f32, dot4_f32, axpy_f32, axpy4_f32);
+    kernels!(bf16, ld_bf16, dot_bf16, dot4_bf16, axpy_bf16, axpy4_bf16);
+    kernels!(f16, ld_f16, dot_f16, dot4_f16, axpy_f16, axpy4_f16);
 }
 
 #[cfg(test)]
@@ -301,6 +363,21 @@ mod tests {
                 axpy_scalar(&mut y2, 0.37, wr);
                 for (a, b) in y1.iter().zip(&y2) {
                     assert!((a - b).abs() < 1e-5, "axpy n={n}");
+                }
+                let (w2, w3) = (data(n, 3), data(n, 4));
+                let rows = match wr {
+                    WeightRef::F32(_) => [wr, WeightRef::F32(&x), WeightRef::F32(&w2), WeightRef::F32(&w3)],
+                    _ => [wr; 4],
+                };
+                let a = [0.5, -1.25, 0.75, 2.0];
+                let mut y3 = w.clone();
+                let mut y4 = w.clone();
+                axpy4(&mut y3, a, rows);
+                for (ai, ri) in a.iter().zip(rows) {
+                    axpy_scalar(&mut y4, *ai, ri);
+                }
+                for (p, q) in y3.iter().zip(&y4) {
+                    assert!((p - q).abs() < 1e-4, "axpy4 n={n} {wr:?}");
                 }
             }
         }
