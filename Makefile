@@ -7,7 +7,7 @@ export DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/herd
 
 HERD_CONFIG ?= deploy/local/herd.toml
 
-.PHONY: run chat engine-chat test services build bench lint
+.PHONY: run chat engine-chat test services dashboard-deps build bench lint
 
 ## Start (or reuse) Redis and PostgreSQL, migrate, build, and run herd (gateway + worker) with
 ## the bundled demo model. Chat with it from another terminal: `make chat`.
@@ -28,8 +28,9 @@ chat: build
 engine-chat: build
 	target/release/herd engine chat --model $(DEMO_MODEL)
 
-## Start (or reuse) Redis and PostgreSQL, then run the whole test suite.
-test: services
+## Start (or reuse) Redis and PostgreSQL, install the dashboard test's browser, then run the
+## whole test suite.
+test: services dashboard-deps
 	@if cargo nextest --version >/dev/null 2>&1; then \
 	  cargo nextest run --workspace --no-fail-fast; \
 	else \
@@ -38,6 +39,9 @@ test: services
 
 services:
 	@bash deploy/local/services.sh
+
+dashboard-deps:
+	@bash deploy/local/dashboard-deps.sh
 
 build:
 	cargo build --release -p herd

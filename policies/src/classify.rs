@@ -24,6 +24,16 @@ pub trait Classifier: Send + Sync {
     fn classify(&self, text: &str) -> Classification;
 }
 
+/// A shared classifier (one loaded model serving policy sets rebuilt on reload).
+impl<T: Classifier + ?Sized> Classifier for std::sync::Arc<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn classify(&self, text: &str) -> Classification {
+        (**self).classify(text)
+    }
+}
+
 /// The built-in rules-with-context classifier.
 #[derive(Default)]
 pub struct RuleClassifier;

@@ -164,6 +164,27 @@ pub struct Pack {
 /// Moderation categories: Llama Guard's hazard taxonomy S1–S14, and `debated` for debated topics.
 pub const CATEGORIES: [&str; 15] = ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S11", "S12", "S13", "S14", "debated"];
 
+/// The dotted name of the key on line `line` (1-based) of a TOML text: its table header above
+/// and its own key, e.g. `pack.version`; `toml` when the line holds no key.
+fn field_at_line(src: &str, line: usize) -> String {
+    let lines: Vec<&str> = src.lines().collect();
+    let Some(text) = lines.get(line.saturating_sub(1)) else { return "toml".into() };
+    if text.trim().starts_with('[') {
+        return text.trim().trim_start_matches('[').trim_end_matches(']').trim().to_string();
+    }
+    let key = text.split_once('=').map(|(k, _)| k.trim().trim_matches('"').to_string()).filter(|k| !k.is_empty() && !k.starts_with('['));
+    let table = lines[..line.saturating_sub(1)].iter().rev().find_map(|l| {
+        let l = l.trim();
+        l.starts_with('[').then(|| l.trim_start_matches('[').trim_end_matches(']').trim().to_string())
+    });
+    match (table, key) {
+        (Some(t), Some(k)) => format!("{t}.{k}"),
+        (None, Some(k)) => k,
+        (Some(t), None) => t,
+        (None, None) => "toml".into(),
+    }
+}
+
 fn line_of(src: &str, offset: usize) -> usize {
     src[..offset.min(src.len())].matches('\n').count() + 1
 }
@@ -174,7 +195,7 @@ impl Pack {
         let err = |offset: usize, field: &str, message: String| PackError { file: file.into(), line: line_of(src, offset), field: field.into(), message };
         let raw: PackFile = toml::from_str(src).map_err(|e| {
             let line = e.span().map_or(1, |s| line_of(src, s.start));
-            PackError { file: file.into(), line, field: "toml".into(), message: e.message().to_string() }
+            PackError { file: file.into(), line, field: field_at_line(src, line), message: e.message().to_string() }
         })?;
         let mut groups = Groups::builtin();
         for (name, members) in &raw.groups {
@@ -288,6 +309,20 @@ impl Pack {
     pub fn message(&self, id: &str, language: Option<&str>) -> Option<&str> {
         let m = self.messages.get(id)?;
         language.and_then(|l| m.get(l)).or_else(|| m.get("en")).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod field_tests {
+    use super::field_at_line;
+
+    #[test]
+    fn a_toml_error_names_the_key_of_its_line() {
+        let src = "[pack]\nname = \"x\"\nversion = \"two\"\n\n[[rules]]\nid = 3\n";
+        assert_eq!(field_at_line(src, 3), "pack.version");
+        assert_eq!(field_at_line(src, 6), "rules.id");
+        assert_eq!(field_at_line(src, 1), "pack");
+        assert_eq!(field_at_line(src, 99), "toml");
     }
 }
 

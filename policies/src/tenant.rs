@@ -49,6 +49,45 @@ impl Tenant {
         }
     }
 
+    /// A tenant from stored fields; overrides are `"pack/rule" → "enforce" | "shadow" | "off"`.
+    /// Errors name the field.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        name: &str,
+        principal_place_of_business: &str,
+        default_country: Option<&str>,
+        packs: &[String],
+        overrides: &BTreeMap<String, String>,
+        meta_license_granted: bool,
+        multimodal: bool,
+    ) -> Result<Self, (String, String)> {
+        if !crate::region::is_country(principal_place_of_business) {
+            return Err(("principal_place_of_business".into(), format!("{principal_place_of_business:?} is not an ISO country code")));
+        }
+        if let Some(c) = default_country.filter(|c| !crate::region::is_country(c)) {
+            return Err(("default_country".into(), format!("{c:?} is not an ISO country code")));
+        }
+        let mut ov = BTreeMap::new();
+        for (k, v) in overrides {
+            let o = match v.as_str() {
+                "enforce" => Override::Enforce,
+                "shadow" => Override::Shadow,
+                "off" => Override::Off,
+                other => return Err((format!("overrides.{k}"), format!("must be enforce, shadow or off, got {other:?}"))),
+            };
+            ov.insert(k.clone(), o);
+        }
+        Ok(Self {
+            name: name.into(),
+            principal_place_of_business: principal_place_of_business.into(),
+            default_country: default_country.map(str::to_string),
+            packs: packs.to_vec(),
+            meta_license_granted,
+            multimodal,
+            overrides: ov,
+        })
+    }
+
     /// Parses a tenant file (TOML); `file` names it in errors.
     pub fn parse(src: &str, file: &str) -> Result<Self, String> {
         let t: Tenant = toml::from_str(src).map_err(|e| format!("{file}: {}", e.message()))?;

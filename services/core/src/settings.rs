@@ -23,6 +23,7 @@ pub struct Settings {
     /// PostgreSQL (tenants, channels, conversations, messages, deliveries).
     pub database_url: String,
     pub gateway: GatewaySettings,
+    pub admin: AdminSettings,
     pub queue: QueueSettings,
     pub worker: WorkerSettings,
     pub limits: LimitSettings,
@@ -39,6 +40,23 @@ pub struct GatewaySettings {
     pub listen: String,
     /// Largest webhook body accepted (larger → 413).
     pub max_body_bytes: usize,
+}
+
+/// The admin API and dashboard.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Address the admin API listens on (`herd admin serve`, and `herd serve`); empty turns it
+    /// off in `herd serve`.
+    pub listen: String,
+    /// Requests one API key (or one client without a valid key) may make per minute.
+    pub requests_per_minute: u32,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8081".into(), requests_per_minute: 600 }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -159,7 +177,7 @@ fn default_packs() -> Vec<String> {
 }
 
 /// Where policy packs come from.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicySettings {
     /// Folder of `*.toml` packs; empty means the packs shipped in the binary.
@@ -167,6 +185,14 @@ pub struct PolicySettings {
     /// A Llama Guard checkpoint folder: when set, it classifies messages instead of the built-in
     /// rules (through herd's engine, on the worker's CPU or GPU).
     pub guard_model: String,
+    /// How often workers check the database for a changed policy (activations, tenants), ms.
+    pub reload_ms: u64,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        Self { packs_dir: String::new(), guard_model: String::new(), reload_ms: 2_000 }
+    }
 }
 
 /// A channel: one WhatsApp number, Facebook Page or Instagram account.
@@ -191,6 +217,7 @@ impl Default for Settings {
             redis_url: "redis://127.0.0.1:6379".into(),
             database_url: "postgres://postgres:postgres@127.0.0.1:5432/herd".into(),
             gateway: GatewaySettings::default(),
+            admin: AdminSettings::default(),
             queue: QueueSettings::default(),
             worker: WorkerSettings::default(),
             limits: LimitSettings::default(),
@@ -308,6 +335,9 @@ impl Settings {
         }
         if self.queue.max_deliveries == 0 {
             return Err("`queue.max_deliveries` must be >= 1, got 0".into());
+        }
+        if self.admin.requests_per_minute == 0 {
+            return Err("`admin.requests_per_minute` must be at least 1".into());
         }
         if self.limits.sender_per_minute == 0 || self.limits.tenant_per_second == 0 {
             return Err("`limits.*` must be >= 1".into());

@@ -1,6 +1,7 @@
 //! `herd`: the command line of the herd chatbot backend.
 //!
-//! `serve` (gateway + workers in one process), `gateway`, `worker`, `migrate`, `chat` (a
+//! `serve` (gateway + admin + workers in one process), `gateway`, `worker`, `admin serve`,
+//! `admin create-key`, `migrate`, `chat` (a
 //! terminal WhatsApp user for a running herd) and `engine …` (the engine checked directly).
 
 mod chat;
@@ -32,6 +33,9 @@ enum Command {
     Worker,
     /// Apply the database migrations and seed the configured tenants, then exit.
     Migrate,
+    /// The admin API and dashboard: `serve` it, or `create-key`.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Chat in the terminal as a WhatsApp user of a running herd.
     Chat {
         /// Your WhatsApp number (wa_id).
@@ -66,6 +70,21 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Serve the admin API and dashboard on `admin.listen`.
+    Serve,
+    /// Create an API key and print it (once: only its hash is stored).
+    CreateKey {
+        /// admin (everything) or analyst (analytics only).
+        #[arg(long, value_parser = ["admin", "analyst"])]
+        role: String,
+        /// A name to tell the key apart.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -96,9 +115,21 @@ fn run_service(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> 
             Command::Migrate => {
                 let store = services::store(&settings).await?;
                 // Refuse a broken pack or tenant policy here too, before anything runs with it.
-                services::policy(&settings, &store).await?;
+                services::policy(&settings, &store, None).await?;
                 eprintln!("migrations applied, tenants seeded, policy packs valid");
                 Ok(())
+            }
+            Command::Admin(AdminCommand::CreateKey { role, name }) => {
+                let store = services::store(&settings).await?;
+                let role = herd_admin::auth::Role::parse(&role).ok_or_else(|| anyhow::anyhow!("--role must be admin or analyst"))?;
+                let (id, key) = herd_admin::auth::create_key(&store, &name, role).await.map_err(anyhow::Error::msg)?;
+                eprintln!("created {} key {id} ({name}); it is shown only now:", role.as_str());
+                println!("{key}");
+                Ok(())
+            }
+            Command::Admin(AdminCommand::Serve) => {
+                let (store, queue) = (services::store(&settings).await?, services::queue(&settings).await?);
+                services::run_admin(&settings, store, queue, services::shutdown_signal()).await
             }
             Command::Gateway => {
                 let (store, queue) = (services::store(&settings).await?, services::queue(&settings).await?);
@@ -106,17 +137,24 @@ fn run_service(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> 
             }
             Command::Worker => {
                 let (store, queue) = (services::store(&settings).await?, services::queue(&settings).await?);
-                let policy = services::policy(&settings, &store).await?;
-                services::run_workers(&settings, store, queue, policy, services::shutdown_signal()).await
+                let stop = services::shutdown_signal();
+                let policy = services::policy(&settings, &store, Some(stop.clone())).await?;
+                services::run_workers(&settings, store, queue, policy, stop).await
             }
             Command::Serve => {
                 let (store, queue) = (services::store(&settings).await?, services::queue(&settings).await?);
-                let policy = services::policy(&settings, &store).await?;
                 let stop = services::shutdown_signal();
+                let policy = services::policy(&settings, &store, Some(stop.clone())).await?;
                 let gw = services::run_gateway(&settings, store.clone(), queue.clone(), stop.clone());
-                let wk = services::run_workers(&settings, store, queue, policy, stop);
-                let (g, w) = tokio::join!(gw, wk);
-                g.and(w)
+                let admin = async {
+                    if settings.admin.listen.is_empty() {
+                        return Ok(());
+                    }
+                    services::run_admin(&settings, store.clone(), queue.clone(), stop.clone()).await
+                };
+                let wk = services::run_workers(&settings, store.clone(), queue.clone(), policy, stop.clone());
+                let (g, a, w) = tokio::join!(gw, admin, wk);
+                g.and(a).and(w)
             }
             Command::Engine(_) | Command::Policy(_) => anyhow::bail!("not a service command"),
         }

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use herd_core::Settings;
 use herd_queue::Queue;
 use herd_store::Store;
-use herd_worker::{EngineHandle, PacksPolicy, PolicyHook, Worker};
+use herd_worker::{EngineHandle, PolicyHook, StorePolicy, Worker};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -76,19 +76,40 @@ pub fn pack_set(dir: Option<&Path>) -> Result<herd_policies::PolicySet> {
     }
 }
 
-/// The policy packs and each tenant's policy settings; a broken pack or tenant stops start-up.
+pub async fn run_admin(s: &Settings, store: Store, queue: Queue, shutdown: watch::Receiver<bool>) -> Result<()> {
+    seed_packs(s, &store).await?;
+    let state = herd_admin::AppState::new(store, queue, s.admin.requests_per_minute);
+    let listener = tokio::net::TcpListener::bind(&s.admin.listen).await.with_context(|| format!("listening on {} (admin.listen)", s.admin.listen))?;
+    tracing::info!(listen = %s.admin.listen, "admin API and dashboard at /admin/");
+    herd_admin::serve(listener, state, wait(shutdown)).await.context("serving the admin API")
+}
+
+/// Stores the packs herd runs with (shipped or `policies.packs_dir`) as pack versions, active
+/// unless an admin chose another version.
+pub async fn seed_packs(s: &Settings, store: &Store) -> Result<()> {
+    let dir = (!s.policies.packs_dir.is_empty()).then(|| Path::new(&s.policies.packs_dir));
+    // Checks the packs as a set (groups, references) before storing any of them.
+    pack_set(dir)?;
+    StorePolicy::seed(store, dir).await.map_err(|e| anyhow::anyhow!("policy packs: {e}"))
+}
+
+/// The policy as stored (the packs herd runs with seeded as versions first), reloaded every
+/// `policies.reload_ms` while `shutdown` is false; a broken pack or tenant stops start-up.
 /// Built once per process and shared by its workers.
-pub async fn policy(s: &Settings, store: &Store) -> Result<Arc<dyn PolicyHook>> {
-    let set = pack_set((!s.policies.packs_dir.is_empty()).then(|| Path::new(&s.policies.packs_dir)))?;
-    let set = if s.policies.guard_model.is_empty() {
-        set
+pub async fn policy(s: &Settings, store: &Store, shutdown: Option<watch::Receiver<bool>>) -> Result<Arc<dyn PolicyHook>> {
+    seed_packs(s, store).await?;
+    let classifier: Option<Arc<dyn herd_policies::Classifier>> = if s.policies.guard_model.is_empty() {
+        None
     } else {
         let guard = herd_worker::guard::LlamaGuard::load(Path::new(&s.policies.guard_model), &s.worker.dtype)
             .with_context(|| format!("loading the guard model {}", s.policies.guard_model))?;
-        set.with_classifier(Box::new(guard))
+        Some(Arc::new(guard))
     };
-    let ids = store.tenants().await.context("reading tenants")?;
-    Ok(Arc::new(PacksPolicy::from_settings(Arc::new(set), &s.tenants, &ids).map_err(anyhow::Error::msg)?))
+    let policy = StorePolicy::load(store, classifier).await.map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+    if let Some(stop) = shutdown {
+        policy.watch(store.clone(), std::time::Duration::from_millis(s.policies.reload_ms.max(50)), stop);
+    }
+    Ok(policy)
 }
 
 pub async fn run_workers(

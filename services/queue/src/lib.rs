@@ -296,26 +296,81 @@ impl Queue {
         Ok(r.is_some())
     }
 
-    /// Counts a user as active this month for a tenant (HyperLogLog, one key per tenant per
-    /// month, kept 40 days). Returns whether the user was new this month (as far as the sketch
-    /// can tell) and the tenant's monthly active users.
+    /// Counts a user as active today and this month for a tenant (HyperLogLog, one key per tenant
+    /// per day and per month, kept 40 days). Returns whether the user was new this month (as far
+    /// as the sketch can tell) and the tenant's monthly active users.
     pub async fn count_active_user(&self, tenant_id: i64, user: &str) -> Result<(bool, u64)> {
-        let month = chrono::Utc::now().format("%Y-%m");
-        let key = self.key(&format!("mau:{tenant_id}:{month}"));
+        let now = chrono::Utc::now();
+        let key = self.key(&format!("mau:{tenant_id}:{}", now.format("%Y-%m")));
+        let day = self.key(&format!("dau:{tenant_id}:{}", now.format("%Y-%m-%d")));
         let mut c = self.conn.clone();
         let (added, count): (i64, u64) = redis::pipe()
             .cmd("PFADD").arg(&key).arg(user)
             .cmd("PFCOUNT").arg(&key)
             .cmd("EXPIRE").arg(&key).arg(40 * 24 * 3600).ignore()
+            .cmd("PFADD").arg(&day).arg(user).ignore()
+            .cmd("EXPIRE").arg(&day).arg(40 * 24 * 3600).ignore()
             .query_async(&mut c)
             .await?;
         Ok((added == 1, count))
+    }
+
+    /// Distinct active users of `tenants` over the days `days` (`YYYY-MM-DD`), from the daily
+    /// sketches (their union).
+    pub async fn active_users(&self, tenants: &[i64], days: &[String]) -> Result<u64> {
+        let keys: Vec<String> = tenants.iter().flat_map(|t| days.iter().map(move |d| self.key(&format!("dau:{t}:{d}")))).collect();
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut c = self.conn.clone();
+        Ok(redis::cmd("PFCOUNT").arg(&keys).query_async(&mut c).await?)
+    }
+
+    /// Monthly active users of `tenants` in `month` (`YYYY-MM`, the union of their sketches).
+    pub async fn monthly_active_users_of(&self, tenants: &[i64], month: &str) -> Result<u64> {
+        let keys: Vec<String> = tenants.iter().map(|t| self.key(&format!("mau:{t}:{month}"))).collect();
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut c = self.conn.clone();
+        Ok(redis::cmd("PFCOUNT").arg(&keys).query_async(&mut c).await?)
+    }
+
+    /// Deletes the keys that name one platform user (rate-limit notices, conversation locks);
+    /// returns how many went. The active-user sketches keep no identifier and are left alone.
+    pub async fn forget_user(&self, platform: &str, user: &str) -> Result<u64> {
+        let mut c = self.conn.clone();
+        let mut gone = 0u64;
+        let glob = |s: &str| s.chars().flat_map(|ch| if "*?[]\\".contains(ch) { vec!['\\', ch] } else { vec![ch] }).collect::<String>();
+        let (platform, user) = (glob(platform), glob(user));
+        for pattern in [self.key(&format!("once:slowdown:*:{platform}:{user}")), self.key(&format!("lock:conv:*:{user}"))] {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) =
+                    redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query_async(&mut c).await?;
+                if !keys.is_empty() {
+                    gone += redis::cmd("DEL").arg(&keys).query_async::<u64>(&mut c).await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(gone)
     }
 
     /// The tenant's monthly active users of `month` (`YYYY-MM`).
     pub async fn monthly_active_users(&self, tenant_id: i64, month: &str) -> Result<u64> {
         let mut c = self.conn.clone();
         Ok(redis::cmd("PFCOUNT").arg(self.key(&format!("mau:{tenant_id}:{month}"))).query_async(&mut c).await?)
+    }
+
+    /// Checks that Redis answers.
+    pub async fn ping(&self) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        Ok(())
     }
 
     /// Entries read but not yet acknowledged.

@@ -2,6 +2,8 @@
 //! the reply outbox and deliveries. Migrations in `migrations/` are embedded and applied by
 //! [`Store::migrate`].
 
+pub mod admin;
+
 use herd_core::settings::TenantSeed;
 use herd_core::{DeliveryState, InboundMessage, Platform, StatusUpdate};
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -101,10 +103,26 @@ impl Store {
     pub async fn seed(&self, tenants: &[TenantSeed]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for t in tenants {
+            // The settings file owns a tenant's policy settings until the admin API changes them.
             let tid: i64 = sqlx::query_scalar(
-                "INSERT INTO tenants (name) VALUES ($1) ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+                "INSERT INTO tenants (name, principal_place_of_business, default_country, packs, overrides, meta_license_granted, multimodal)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (name) DO UPDATE SET
+                   principal_place_of_business = CASE WHEN tenants.managed_by = 'settings' THEN EXCLUDED.principal_place_of_business ELSE tenants.principal_place_of_business END,
+                   default_country = CASE WHEN tenants.managed_by = 'settings' THEN EXCLUDED.default_country ELSE tenants.default_country END,
+                   packs = CASE WHEN tenants.managed_by = 'settings' THEN EXCLUDED.packs ELSE tenants.packs END,
+                   overrides = CASE WHEN tenants.managed_by = 'settings' THEN EXCLUDED.overrides ELSE tenants.overrides END,
+                   meta_license_granted = CASE WHEN tenants.managed_by = 'settings' THEN EXCLUDED.meta_license_granted ELSE tenants.meta_license_granted END,
+                   multimodal = CASE WHEN tenants.managed_by = 'settings' THEN EXCLUDED.multimodal ELSE tenants.multimodal END
+                 RETURNING id",
             )
             .bind(&t.name)
+            .bind(&t.principal_place_of_business)
+            .bind(&t.default_country)
+            .bind(serde_json::to_value(&t.packs).unwrap_or_default())
+            .bind(serde_json::to_value(&t.overrides).unwrap_or_default())
+            .bind(t.meta_license_granted)
+            .bind(t.multimodal)
             .fetch_one(&mut *tx)
             .await?;
             for c in &t.channels {
@@ -252,6 +270,21 @@ impl Store {
             }
         }
         Ok(turns)
+    }
+
+    /// The connection pool (analytics queries of the admin service).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Sets the country of a conversation's user (once known; for analytics by country).
+    pub async fn set_conversation_country(&self, conversation_id: i64, country: &str) -> Result<()> {
+        sqlx::query("UPDATE conversations SET country = $2 WHERE id = $1 AND country IS DISTINCT FROM $2")
+            .bind(conversation_id)
+            .bind(country)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Tenants by id: `(id, name)`.

@@ -32,10 +32,16 @@ pub enum EngineError {
     Engine(#[from] herd_engine::Error),
 }
 
+/// Tokens per expert of each MoE layer: `(layer, counts)`.
+type ExpertCounts = Vec<(usize, Vec<u64>)>;
+
 /// Handle to the engine (cheap to clone).
 #[derive(Clone)]
 pub struct EngineHandle {
     scheduler: SchedulerHandle,
+    model: Arc<Model>,
+    /// Expert counts already handed out by [`EngineHandle::take_expert_counts`].
+    experts_taken: Arc<std::sync::Mutex<ExpertCounts>>,
     tokenizer: Arc<ChatTokenizer>,
     context_tokens: usize,
 }
@@ -67,13 +73,33 @@ impl EngineHandle {
             queue_capacity: limits.queue.max(1),
             ..Default::default()
         };
-        let scheduler = SchedulerHandle::start(Arc::new(model), cfg);
-        Ok(Self { scheduler, tokenizer, context_tokens })
+        let model = Arc::new(model);
+        let scheduler = SchedulerHandle::start(model.clone(), cfg);
+        Ok(Self { scheduler, model, experts_taken: Default::default(), tokenizer, context_tokens })
     }
 
     /// The scheduler's counters.
     pub fn stats(&self) -> &herd_engine::scheduler::SchedulerStats {
         &self.scheduler.stats
+    }
+
+    /// Tokens routed to each expert of each MoE layer since the last call: `(layer, expert,
+    /// tokens)` for the non-zero ones.
+    pub fn take_expert_counts(&self) -> Vec<(i32, i32, i64)> {
+        let now = self.model.expert_counts();
+        let mut taken = self.experts_taken.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = vec![];
+        for (layer, counts) in &now {
+            let before = taken.iter().find(|(l, _)| l == layer).map(|(_, c)| c.as_slice()).unwrap_or(&[]);
+            for (e, n) in counts.iter().enumerate() {
+                let d = n.saturating_sub(before.get(e).copied().unwrap_or(0));
+                if d > 0 {
+                    out.push((*layer as i32, e as i32, d as i64));
+                }
+            }
+        }
+        *taken = now;
+        out
     }
 
     /// The model's tokenizer and chat template.

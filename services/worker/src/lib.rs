@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
 pub use engine::EngineHandle;
-pub use policy::{AllowAll, Decision, Output, PacksPolicy, PolicyHook, TurnContext};
+pub use policy::{AllowAll, Decision, Output, PacksPolicy, PolicyHook, StorePolicy, TurnContext};
 
 /// Why handling an entry failed.
 #[derive(Debug, thiserror::Error)]

@@ -71,29 +71,13 @@ pub struct PacksPolicy {
 
 /// A tenant's policy settings from the settings file.
 pub fn tenant_policy(t: &herd_core::settings::TenantSeed) -> Result<Tenant, String> {
-    use herd_policies::tenant::Override;
-    let mut overrides = std::collections::BTreeMap::new();
-    for (k, v) in &t.overrides {
-        let o = match v.as_str() {
-            "enforce" => Override::Enforce,
-            "shadow" => Override::Shadow,
-            "off" => Override::Off,
-            other => return Err(format!("tenant {}: override {k:?} must be enforce, shadow or off, got {other:?}", t.name)),
-        };
-        overrides.insert(k.clone(), o);
-    }
-    if !herd_policies::region::is_country(&t.principal_place_of_business) {
-        return Err(format!("tenant {}: principal_place_of_business {:?} is not an ISO country code", t.name, t.principal_place_of_business));
-    }
-    Ok(Tenant {
-        name: t.name.clone(),
-        principal_place_of_business: t.principal_place_of_business.clone(),
-        default_country: t.default_country.clone(),
-        packs: t.packs.clone(),
-        meta_license_granted: t.meta_license_granted,
-        multimodal: t.multimodal,
-        overrides,
-    })
+    Tenant::from_parts(&t.name, &t.principal_place_of_business, t.default_country.as_deref(), &t.packs, &t.overrides, t.meta_license_granted, t.multimodal)
+        .map_err(|(field, e)| format!("tenant {}: {field}: {e}", t.name))
+}
+
+/// A tenant's policy settings as stored.
+pub fn stored_tenant_policy(t: &herd_store::admin::TenantRow) -> Result<Tenant, (String, String)> {
+    Tenant::from_parts(&t.name, &t.principal_place_of_business, t.default_country.as_deref(), &t.packs, &t.overrides, t.meta_license_granted, t.multimodal)
 }
 
 impl PacksPolicy {
@@ -187,5 +171,130 @@ impl PolicyHook for PacksPolicy {
             }
             OutputCheck::Replace { message, decision } => (Output::Replace(message), records("output", &decision)),
         }
+    }
+}
+
+/// The policy as stored in PostgreSQL: the active version of every pack and each tenant's
+/// settings, rebuilt when an activation or a tenant changes (see [`StorePolicy::watch`]). A change
+/// that does not build (a tenant naming a pack that is gone) is logged and the running policy kept.
+pub struct StorePolicy {
+    current: std::sync::RwLock<Arc<PacksPolicy>>,
+    generation: std::sync::Mutex<String>,
+    classifier: Option<Arc<dyn herd_policies::Classifier>>,
+}
+
+impl StorePolicy {
+    /// Builds the policy from the store; `classifier` replaces the built-in one (Llama Guard).
+    pub async fn load(store: &herd_store::Store, classifier: Option<Arc<dyn herd_policies::Classifier>>) -> Result<Arc<Self>, String> {
+        let generation = store.policy_generation().await.map_err(|e| e.to_string())?;
+        let policy = Self::build(store, classifier.as_ref()).await?;
+        Ok(Arc::new(Self { current: std::sync::RwLock::new(Arc::new(policy)), generation: std::sync::Mutex::new(generation), classifier }))
+    }
+
+    /// `(name, version, TOML)` of the packs of `dir`, or of the shipped ones.
+    pub fn pack_sources(dir: Option<&std::path::Path>) -> Result<Vec<(String, u32, String)>, String> {
+        let files: Vec<(String, String)> = match dir {
+            Some(d) => {
+                let mut files = vec![];
+                let entries = std::fs::read_dir(d).map_err(|e| format!("{}: {e}", d.display()))?;
+                for entry in entries {
+                    let path = entry.map_err(|e| format!("{}: {e}", d.display()))?.path();
+                    if path.extension().is_some_and(|e| e == "toml") {
+                        files.push((path.display().to_string(), std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?));
+                    }
+                }
+                files.sort();
+                files
+            }
+            None => herd_policies::decide::SHIPPED_PACKS.iter().map(|(f, s)| (f.to_string(), s.to_string())).collect(),
+        };
+        files
+            .into_iter()
+            .map(|(f, src)| {
+                let p = herd_policies::Pack::parse(&src, &f).map_err(|e| e.to_string())?;
+                Ok((p.meta.name, p.meta.version, src))
+            })
+            .collect()
+    }
+
+    /// Stores the packs of `dir` (or the shipped ones) as versions; each becomes active unless an
+    /// admin chose the active version of its pack.
+    pub async fn seed(store: &herd_store::Store, dir: Option<&std::path::Path>) -> Result<(), String> {
+        for (name, version, src) in Self::pack_sources(dir)? {
+            let v = i32::try_from(version).map_err(|_| format!("pack {name}: version {version} is too large"))?;
+            store.seed_pack_version(&name, v, &src).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The policy set and tenants as stored now.
+    pub async fn build(store: &herd_store::Store, classifier: Option<&Arc<dyn herd_policies::Classifier>>) -> Result<PacksPolicy, String> {
+        let sources = store.active_pack_sources().await.map_err(|e| e.to_string())?;
+        let files: Vec<(String, String)> = sources.into_iter().map(|(n, v, src)| (format!("{n}@{v}"), src)).collect();
+        let mut set = PolicySet::from_sources(files.iter().map(|(f, s)| (f.as_str(), s.as_str()))).map_err(|e| e.to_string())?;
+        if let Some(c) = classifier {
+            set = set.with_classifier(Box::new(c.clone()));
+        }
+        let mut tenants = HashMap::new();
+        for t in store.tenant_rows().await.map_err(|e| e.to_string())? {
+            let tp = stored_tenant_policy(&t).map_err(|(f, e)| format!("tenant {}: {f}: {e}", t.name))?;
+            tenants.insert(t.id, tp);
+        }
+        PacksPolicy::new(Arc::new(set), tenants)
+    }
+
+    /// Rebuilds when the stored generation changed; returns whether it did.
+    pub async fn reload(&self, store: &herd_store::Store) -> Result<bool, String> {
+        let g = store.policy_generation().await.map_err(|e| e.to_string())?;
+        if *self.generation.lock().unwrap_or_else(|e| e.into_inner()) == g {
+            return Ok(false);
+        }
+        let policy = Self::build(store, self.classifier.as_ref()).await?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+        *self.generation.lock().unwrap_or_else(|e| e.into_inner()) = g;
+        Ok(true)
+    }
+
+    /// Polls the store every `every` and reloads on change, until `shutdown` turns true.
+    pub fn watch(self: &Arc<Self>, store: herd_store::Store, every: std::time::Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = shutdown.changed() => return,
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
+                match me.reload(&store).await {
+                    Ok(true) => {
+                        failing = false;
+                        tracing::info!("policy reloaded from the database");
+                    }
+                    Ok(false) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::error!(error = %e, "the stored policy does not build; keeping the running one");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+
+    fn now(&self) -> Arc<PacksPolicy> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl PolicyHook for StorePolicy {
+    fn check_input(&self, ctx: &TurnContext<'_>) -> (Decision, Vec<DecisionRecord>) {
+        self.now().check_input(ctx)
+    }
+
+    fn check_output(&self, ctx: &TurnContext<'_>, input: &Decision, reply: &str, attempt: u32) -> (Output, Vec<DecisionRecord>) {
+        self.now().check_output(ctx, input, reply, attempt)
     }
 }

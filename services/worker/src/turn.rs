@@ -189,6 +189,14 @@ async fn answer(w: &Worker, ch: &Channel, m: &InboundMessage, inbound: &InboundR
     };
     let (decision, records) = blocking(|| w.policy.check_input(&ctx));
     w.store.record_decisions(ch.tenant_id, inbound.id, inbound.conversation_id, &records).await?;
+    // The user's country, for analytics by country: their WhatsApp number, or what the policy placed.
+    let country = (ch.platform == herd_core::Platform::Whatsapp)
+        .then(|| herd_policies::region::country_of_phone(&m.sender))
+        .flatten()
+        .or_else(|| records.iter().find_map(|r| r.country.clone()));
+    if let Some(c) = country {
+        w.store.set_conversation_country(inbound.conversation_id, &c).await?;
+    }
     let policy_message = |text: String| (text, ReplyMetrics { prompt_mode: Some("policy_message".into()), ..Default::default() });
     let (reply, mut metrics) = match &decision {
         Decision::Block => {
@@ -261,6 +269,13 @@ async fn answer(w: &Worker, ch: &Channel, m: &InboundMessage, inbound: &InboundR
                 metrics.queue_wait_ms = queue_wait_ms as i32;
                 metrics.end_to_end_ms = (now_ms() - received_at_ms).max(0) as i32;
                 w.store.record_outbound(inbound, ch.id, i as i32, part, pmid.as_deref(), &metrics).await?;
+                if i == 0 {
+                    // Tokens routed per expert since the last reply (of every conversation in the
+                    // batch; the analytics show them per day).
+                    if let Err(e) = w.store.add_expert_usage(&w.engine.take_expert_counts()).await {
+                        tracing::warn!(error = %e, "recording expert usage failed");
+                    }
+                }
             }
             Err(e) => {
                 let msg = e.to_string();

@@ -1,0 +1,468 @@
+//! Conversation analytics over PostgreSQL: volume, latency percentiles, policy outcomes, model
+//! use (tokens and expert utilization) and the delivery funnel. Every endpoint takes `from` and
+//! `to` (days, UTC, `to` included; default the last 7 days), `tenant_id` and `channel_id`, buckets
+//! by day, and answers JSON or, with `format=csv`, CSV of one of its tables (`table=`, default the
+//! per-day one).
+//!
+//! Percentiles are nearest-rank (`percentile_disc`): the smallest recorded value with at least
+//! that share of values at or below it. Latencies and tokens count each reply once (its first
+//! piece; the pieces of a split reply carry the same measurements).
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use chrono::NaiveDate;
+use serde_json::{Map, Value, json};
+use sqlx::Row;
+use std::collections::HashMap;
+
+/// Parses a `YYYY-MM-DD` day; `field` names it in the error.
+pub fn day(v: &str, field: &str) -> ApiResult<NaiveDate> {
+    NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| ApiError::invalid(field, format!("must be a day YYYY-MM-DD, got {v:?}")))
+}
+
+/// The filters of one analytics request.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    pub from: NaiveDate,
+    /// Inclusive.
+    pub to: NaiveDate,
+    pub tenant_id: Option<i64>,
+    pub channel_id: Option<i64>,
+    csv: Option<String>,
+}
+
+impl Filter {
+    pub fn parse(q: &HashMap<String, String>) -> ApiResult<Self> {
+        let today = chrono::Utc::now().date_naive();
+        let to = q.get("to").map(|v| day(v, "to")).transpose()?.unwrap_or(today);
+        let from = q.get("from").map(|v| day(v, "from")).transpose()?.unwrap_or(to - chrono::Days::new(6));
+        if from > to {
+            return Err(ApiError::invalid("from", "must not be after `to`"));
+        }
+        if (to - from).num_days() > 366 {
+            return Err(ApiError::invalid("to", "the range may span 366 days at most"));
+        }
+        let id = |k: &str| -> ApiResult<Option<i64>> { q.get(k).map(|v| v.parse().map_err(|_| ApiError::invalid(k, format!("must be an integer, got {v:?}")))).transpose() };
+        let csv = match q.get("format").map(String::as_str) {
+            None | Some("json") => None,
+            Some("csv") => Some(q.get("table").cloned().unwrap_or_default()),
+            Some(other) => return Err(ApiError::invalid("format", format!("must be json or csv, got {other:?}"))),
+        };
+        Ok(Self { from, to, tenant_id: id("tenant_id")?, channel_id: id("channel_id")?, csv })
+    }
+
+    fn start(&self) -> chrono::DateTime<chrono::Utc> {
+        self.from.and_hms_opt(0, 0, 0).expect("midnight").and_utc()
+    }
+
+    fn end(&self) -> chrono::DateTime<chrono::Utc> {
+        (self.to + chrono::Days::new(1)).and_hms_opt(0, 0, 0).expect("midnight").and_utc()
+    }
+
+    fn days(&self) -> Vec<String> {
+        self.from.iter_days().take_while(|d| *d <= self.to).map(|d| d.to_string()).collect()
+    }
+}
+
+/// JSON, or CSV of table `f.csv` (the first table when empty).
+fn respond(f: &Filter, v: Value, default_table: &str) -> ApiResult<Response> {
+    let Some(table) = &f.csv else { return Ok(axum::Json(v).into_response()) };
+    let name = if table.is_empty() { default_table } else { table.as_str() };
+    let rows = match v.get(name) {
+        Some(Value::Array(rows)) => rows,
+        _ => {
+            let tables: Vec<&str> = v.as_object().map(|o| o.iter().filter(|(_, x)| x.is_array()).map(|(k, _)| k.as_str()).collect()).unwrap_or_default();
+            return Err(ApiError::invalid("table", format!("no table {name:?}; this endpoint has: {}", tables.join(", "))));
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], to_csv(rows)).into_response())
+}
+
+/// Rows of objects as CSV: the first row's keys are the header; lists are joined with `;`.
+pub fn to_csv(rows: &[Value]) -> String {
+    let Some(Value::Object(first)) = rows.first() else { return String::new() };
+    let cols: Vec<&String> = first.keys().collect();
+    let cell = |v: Option<&Value>| -> String {
+        let s = match v {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(a)) => a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(";"),
+            Some(x) => x.to_string(),
+        };
+        if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
+    };
+    let mut out = cols.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(",");
+    out.push('\n');
+    for r in rows {
+        let o = r.as_object();
+        out.push_str(&cols.iter().map(|c| cell(o.and_then(|o| o.get(c.as_str())))).collect::<Vec<_>>().join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// The message filter every query shares: `m` messages joined to `ch` channels; $1/$2 the time
+/// range, $3 the tenant, $4 the channel.
+const SCOPE: &str = "m.created_at >= $1 AND m.created_at < $2 AND ($3::BIGINT IS NULL OR ch.tenant_id = $3) AND ($4::BIGINT IS NULL OR m.channel_id = $4)";
+
+macro_rules! q {
+    ($($t:tt)*) => {
+        sqlx::query(sqlx::AssertSqlSafe(format!($($t)*)))
+    };
+}
+
+fn bind<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    f: &Filter,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(f.start()).bind(f.end()).bind(f.tenant_id).bind(f.channel_id)
+}
+
+fn obj(pairs: Vec<(&str, Value)>) -> Value {
+    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<Map<_, _>>())
+}
+
+pub async fn volume(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    let f = Filter::parse(&q)?;
+    let pool = st.store.pool();
+    let rows = bind(
+        q!("SELECT (m.created_at AT TIME ZONE 'UTC')::date::text AS day,
+                   count(*) FILTER (WHERE m.direction = 'in') AS messages_in,
+                   count(*) FILTER (WHERE m.direction = 'out') AS messages_out,
+                   count(DISTINCT m.conversation_id) AS conversations,
+                   count(DISTINCT c.user_id) FILTER (WHERE m.direction = 'in') AS active_users
+            FROM messages m JOIN channels ch ON ch.id = m.channel_id JOIN conversations c ON c.id = m.conversation_id
+            WHERE {SCOPE} GROUP BY 1 ORDER BY 1"),
+        &f,
+    )
+    .fetch_all(pool)
+    .await?;
+    // Every day of the range, days without messages as zeros (charts need the gaps).
+    let mut found: HashMap<String, &sqlx::postgres::PgRow> = rows.iter().map(|r| (r.get::<String, _>("day"), r)).collect();
+    let days: Vec<Value> = f
+        .days()
+        .into_iter()
+        .map(|d| match found.remove(&d) {
+            None => obj(vec![("day", json!(d)), ("messages_in", json!(0)), ("messages_out", json!(0)), ("conversations", json!(0)), ("active_users", json!(0))]),
+            Some(r) => obj(vec![
+                ("day", json!(d)),
+                ("messages_in", json!(r.get::<i64, _>("messages_in"))),
+                ("messages_out", json!(r.get::<i64, _>("messages_out"))),
+                ("conversations", json!(r.get::<i64, _>("conversations"))),
+                ("active_users", json!(r.get::<i64, _>("active_users"))),
+            ]),
+        })
+        .collect();
+    let rows = bind(
+        q!("SELECT m.channel_id, ch.platform, count(*) FILTER (WHERE m.direction = 'in') AS messages_in,
+                   count(*) FILTER (WHERE m.direction = 'out') AS messages_out, count(DISTINCT m.conversation_id) AS conversations
+            FROM messages m JOIN channels ch ON ch.id = m.channel_id WHERE {SCOPE} GROUP BY 1, 2 ORDER BY 1"),
+        &f,
+    )
+    .fetch_all(pool)
+    .await?;
+    let by_channel: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            obj(vec![
+                ("channel_id", json!(r.get::<i64, _>("channel_id"))),
+                ("platform", json!(r.get::<String, _>("platform"))),
+                ("messages_in", json!(r.get::<i64, _>("messages_in"))),
+                ("messages_out", json!(r.get::<i64, _>("messages_out"))),
+                ("conversations", json!(r.get::<i64, _>("conversations"))),
+            ])
+        })
+        .collect();
+    let rows = bind(
+        q!("SELECT COALESCE(c.country, 'unknown') AS country, count(*) FILTER (WHERE m.direction = 'in') AS messages_in,
+                   count(DISTINCT c.user_id) FILTER (WHERE m.direction = 'in') AS active_users
+            FROM messages m JOIN channels ch ON ch.id = m.channel_id JOIN conversations c ON c.id = m.conversation_id
+            WHERE {SCOPE} GROUP BY 1 ORDER BY 2 DESC, 1"),
+        &f,
+    )
+    .fetch_all(pool)
+    .await?;
+    let by_country: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            obj(vec![
+                ("country", json!(r.get::<String, _>("country"))),
+                ("messages_in", json!(r.get::<i64, _>("messages_in"))),
+                ("active_users", json!(r.get::<i64, _>("active_users"))),
+            ])
+        })
+        .collect();
+    // Active users from the HyperLogLog sketches (exact counting would scan every message):
+    // the last day of the range, its last 7 days, and its month.
+    let tenants: Vec<i64> = match (f.tenant_id, f.channel_id) {
+        (Some(t), _) => vec![t],
+        _ => st.store.tenants().await?.into_iter().map(|(id, _)| id).collect(),
+    };
+    let last = f.to;
+    let week: Vec<String> = (0..7).map(|i| (last - chrono::Days::new(i)).to_string()).collect();
+    let redis = |e: herd_queue::Error| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e}"));
+    let hll = json!({
+        "day": st.queue.active_users(&tenants, &[last.to_string()]).await.map_err(redis)?,
+        "week": st.queue.active_users(&tenants, &week).await.map_err(redis)?,
+        "month": st.queue.monthly_active_users_of(&tenants, &last.format("%Y-%m").to_string()).await.map_err(redis)?,
+        "source": "hyperloglog",
+        "per_channel": false,
+    });
+    let v = json!({ "from": f.from.to_string(), "to": f.to.to_string(), "days": days, "by_channel": by_channel, "by_country": by_country, "active_users": hll });
+    respond(&f, v, "days")
+}
+
+const METRICS: [&str; 5] = ["queue_wait_ms", "ttft_ms", "generation_ms", "send_ms", "end_to_end_ms"];
+
+pub async fn latency(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    let f = Filter::parse(&q)?;
+    let values = METRICS.iter().map(|m| format!("('{m}', m.{m})")).collect::<Vec<_>>().join(", ");
+    let pct = "count(x.v) AS count, percentile_disc(0.5) WITHIN GROUP (ORDER BY x.v) AS p50,
+               percentile_disc(0.95) WITHIN GROUP (ORDER BY x.v) AS p95, percentile_disc(0.99) WITHIN GROUP (ORDER BY x.v) AS p99";
+    let from = format!(
+        "FROM messages m JOIN channels ch ON ch.id = m.channel_id, LATERAL (VALUES {values}) AS x(metric, v)
+         WHERE {SCOPE} AND m.direction = 'out' AND COALESCE(m.part, 0) = 0 AND x.v IS NOT NULL"
+    );
+    let row = |r: &sqlx::postgres::PgRow, with_day: bool| {
+        let mut o = vec![];
+        if with_day {
+            o.push(("day", json!(r.get::<String, _>("day"))));
+        }
+        o.extend([
+            ("metric", json!(r.get::<String, _>("metric"))),
+            ("count", json!(r.get::<i64, _>("count"))),
+            ("p50", json!(r.get::<Option<i32>, _>("p50"))),
+            ("p95", json!(r.get::<Option<i32>, _>("p95"))),
+            ("p99", json!(r.get::<Option<i32>, _>("p99"))),
+        ]);
+        obj(o)
+    };
+    let pool = st.store.pool();
+    let metrics: Vec<Value> = bind(q!("SELECT x.metric, {pct} {from} GROUP BY 1 ORDER BY 1"), &f).fetch_all(pool).await?.iter().map(|r| row(r, false)).collect();
+    let days: Vec<Value> = bind(q!("SELECT (m.created_at AT TIME ZONE 'UTC')::date::text AS day, x.metric, {pct} {from} GROUP BY 1, 2 ORDER BY 1, 2"), &f)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| row(r, true))
+        .collect();
+    respond(&f, json!({ "from": f.from.to_string(), "to": f.to.to_string(), "metrics": metrics, "days": days }), "metrics")
+}
+
+/// Policy decisions in scope: $1..$4 as [`SCOPE`], on `d` (decisions) with their conversation `c`.
+const DECISIONS: &str = "FROM policy_decisions d LEFT JOIN conversations c ON c.id = d.conversation_id
+    WHERE d.created_at >= $1 AND d.created_at < $2 AND ($3::BIGINT IS NULL OR d.tenant_id = $3) AND ($4::BIGINT IS NULL OR c.channel_id = $4)";
+
+pub async fn policy(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    let f = Filter::parse(&q)?;
+    let pool = st.store.pool();
+    let refusals: Vec<Value> = bind(q!("SELECT COALESCE(d.category, 'none') AS category, count(*) AS count {DECISIONS} AND NOT d.shadow AND d.action = 'refuse' GROUP BY 1 ORDER BY 2 DESC, 1"), &f)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| obj(vec![("category", json!(r.get::<String, _>("category"))), ("count", json!(r.get::<i64, _>("count")))]))
+        .collect();
+    let blocks: Vec<Value> = bind(
+        q!("SELECT COALESCE(d.country, 'unknown') AS country, d.action, count(*) AS count {DECISIONS} AND NOT d.shadow
+            AND d.action IN ('blocked_region', 'blocked_feature', 'blocked_license') GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"),
+        &f,
+    )
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| obj(vec![("country", json!(r.get::<String, _>("country"))), ("action", json!(r.get::<String, _>("action"))), ("count", json!(r.get::<i64, _>("count")))]))
+    .collect();
+    let shadow: Vec<Value> = bind(q!("SELECT d.pack, d.rule, d.action, count(*) AS count {DECISIONS} AND d.shadow GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3"), &f)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| {
+            obj(vec![
+                ("pack", json!(r.get::<String, _>("pack"))),
+                ("rule", json!(r.get::<String, _>("rule"))),
+                ("action", json!(r.get::<String, _>("action"))),
+                ("count", json!(r.get::<i64, _>("count"))),
+            ])
+        })
+        .collect();
+    // Balanced share: replies generated in balanced mode among all replies (first pieces).
+    let r = bind(
+        q!("SELECT count(*) AS replies, count(*) FILTER (WHERE m.prompt_mode IN ('balanced', 'balanced_regenerated')) AS balanced
+            FROM messages m JOIN channels ch ON ch.id = m.channel_id WHERE {SCOPE} AND m.direction = 'out' AND COALESCE(m.part, 0) = 0"),
+        &f,
+    )
+    .fetch_one(pool)
+    .await?;
+    let (replies, balanced): (i64, i64) = (r.get("replies"), r.get("balanced"));
+    let days: Vec<Value> = bind(
+        q!("SELECT (d.created_at AT TIME ZONE 'UTC')::date::text AS day,
+                   count(*) FILTER (WHERE NOT d.shadow AND d.action = 'refuse') AS refusals,
+                   count(*) FILTER (WHERE NOT d.shadow AND d.action = 'balanced') AS balanced,
+                   count(*) FILTER (WHERE NOT d.shadow AND d.action IN ('blocked_region', 'blocked_feature', 'blocked_license')) AS blocks,
+                   count(*) FILTER (WHERE d.shadow) AS shadow
+            {DECISIONS} GROUP BY 1 ORDER BY 1"),
+        &f,
+    )
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        obj(vec![
+            ("day", json!(r.get::<String, _>("day"))),
+            ("refusals", json!(r.get::<i64, _>("refusals"))),
+            ("balanced", json!(r.get::<i64, _>("balanced"))),
+            ("blocks", json!(r.get::<i64, _>("blocks"))),
+            ("shadow", json!(r.get::<i64, _>("shadow"))),
+        ])
+    })
+    .collect();
+    let share = if replies > 0 { balanced as f64 / replies as f64 } else { 0.0 };
+    let v = json!({
+        "from": f.from.to_string(), "to": f.to.to_string(), "days": days, "refusals_by_category": refusals,
+        "replies": replies, "balanced_replies": balanced, "balanced_share": share, "blocks_by_country": blocks, "shadow": shadow,
+    });
+    respond(&f, v, "days")
+}
+
+pub async fn model(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    let f = Filter::parse(&q)?;
+    let pool = st.store.pool();
+    let per_s = |out: i64, ms: i64| if ms > 0 { out as f64 * 1000.0 / ms as f64 } else { 0.0 };
+    let days: Vec<Value> = bind(
+        q!("SELECT (m.created_at AT TIME ZONE 'UTC')::date::text AS day, COALESCE(sum(m.tokens_in), 0)::BIGINT AS tokens_in,
+                   COALESCE(sum(m.tokens_out), 0)::BIGINT AS tokens_out, COALESCE(sum(m.generation_ms), 0)::BIGINT AS generation_ms, count(*) AS replies
+            FROM messages m JOIN channels ch ON ch.id = m.channel_id WHERE {SCOPE} AND m.direction = 'out' AND COALESCE(m.part, 0) = 0
+              AND m.tokens_out IS NOT NULL GROUP BY 1 ORDER BY 1"),
+        &f,
+    )
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        let (o, ms) = (r.get::<i64, _>("tokens_out"), r.get::<i64, _>("generation_ms"));
+        obj(vec![
+            ("day", json!(r.get::<String, _>("day"))),
+            ("replies", json!(r.get::<i64, _>("replies"))),
+            ("tokens_in", json!(r.get::<i64, _>("tokens_in"))),
+            ("tokens_out", json!(o)),
+            ("generation_ms", json!(ms)),
+            ("tokens_per_s", json!(per_s(o, ms))),
+        ])
+    })
+    .collect();
+    let sum = |k: &str| days.iter().map(|d| d[k].as_i64().unwrap_or(0)).sum::<i64>();
+    let (tin, tout, ms) = (sum("tokens_in"), sum("tokens_out"), sum("generation_ms"));
+    // Expert utilization: per day for the model as a whole (a batch mixes tenants and channels,
+    // so the tenant and channel filters do not apply here).
+    let rows = sqlx::query(
+        "SELECT layer, expert, sum(tokens)::BIGINT AS tokens FROM expert_usage
+         WHERE day >= $1 AND day <= $2 GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .bind(f.from)
+    .bind(f.to)
+    .fetch_all(pool)
+    .await?;
+    let mut layers: Vec<(i32, Vec<i64>)> = vec![];
+    let mut flat = vec![];
+    for r in &rows {
+        let (l, e, t): (i32, i32, i64) = (r.get("layer"), r.get("expert"), r.get("tokens"));
+        if layers.last().is_none_or(|x| x.0 != l) {
+            layers.push((l, vec![]));
+        }
+        let counts = &mut layers.last_mut().expect("pushed").1;
+        if counts.len() <= e as usize {
+            counts.resize(e as usize + 1, 0);
+        }
+        counts[e as usize] = t;
+        flat.push(obj(vec![("layer", json!(l)), ("expert", json!(e)), ("tokens", json!(t))]));
+    }
+    let experts: Vec<Value> = layers
+        .iter()
+        .map(|(l, c)| {
+            let total: i64 = c.iter().sum();
+            let max = c.iter().copied().max().unwrap_or(0);
+            // Load imbalance: the busiest expert's share over an even share (1.0 = balanced).
+            let imbalance = if total > 0 { max as f64 * c.len() as f64 / total as f64 } else { 0.0 };
+            json!({ "layer": l, "counts": c, "tokens": total, "imbalance": imbalance })
+        })
+        .collect();
+    let v = json!({
+        "from": f.from.to_string(), "to": f.to.to_string(), "tokens_in": tin, "tokens_out": tout, "generation_ms": ms,
+        "tokens_per_s": per_s(tout, ms), "days": days, "experts": experts, "expert_tokens": flat,
+    });
+    respond(&f, v, "days")
+}
+
+pub async fn delivery(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    let f = Filter::parse(&q)?;
+    let pool = st.store.pool();
+    // Deliveries of herd's messages sent in the range (state ranks: accepted 0, sent 1,
+    // delivered 2, read 3, failed 4); the funnel counts each message at every stage it passed.
+    let scope = "FROM deliveries d JOIN messages m ON m.id = d.message_id JOIN channels ch ON ch.id = m.channel_id WHERE ".to_string() + SCOPE;
+    let r = bind(
+        q!("SELECT count(*) AS sent, count(*) FILTER (WHERE d.state IN ('delivered', 'read')) AS delivered,
+                   count(*) FILTER (WHERE d.state = 'read') AS read, count(*) FILTER (WHERE d.state = 'failed') AS failed,
+                   count(*) FILTER (WHERE d.state IN ('accepted', 'sent')) AS pending {scope}"),
+        &f,
+    )
+    .fetch_one(pool)
+    .await?;
+    let failures: Vec<Value> = bind(
+        q!("SELECT d.error_code, COALESCE(d.error_title, '') AS title, count(*) AS count {scope} AND d.state = 'failed' GROUP BY 1, 2 ORDER BY 3 DESC, 1"),
+        &f,
+    )
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| obj(vec![("code", json!(r.get::<Option<i64>, _>("error_code"))), ("title", json!(r.get::<String, _>("title"))), ("count", json!(r.get::<i64, _>("count")))]))
+    .collect();
+    let days: Vec<Value> = bind(
+        q!("SELECT (m.created_at AT TIME ZONE 'UTC')::date::text AS day, count(*) AS sent,
+                   count(*) FILTER (WHERE d.state IN ('delivered', 'read')) AS delivered, count(*) FILTER (WHERE d.state = 'read') AS read,
+                   count(*) FILTER (WHERE d.state = 'failed') AS failed {scope} GROUP BY 1 ORDER BY 1"),
+        &f,
+    )
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        obj(vec![
+            ("day", json!(r.get::<String, _>("day"))),
+            ("sent", json!(r.get::<i64, _>("sent"))),
+            ("delivered", json!(r.get::<i64, _>("delivered"))),
+            ("read", json!(r.get::<i64, _>("read"))),
+            ("failed", json!(r.get::<i64, _>("failed"))),
+        ])
+    })
+    .collect();
+    let g = |k: &str| json!(r.get::<i64, _>(k));
+    let v = json!({
+        "from": f.from.to_string(), "to": f.to.to_string(), "sent": g("sent"), "delivered": g("delivered"), "read": g("read"),
+        "failed": g("failed"), "pending": g("pending"), "failures": failures, "days": days,
+    });
+    respond(&f, v, "days")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_what_needs_it_and_joins_lists() {
+        let rows = vec![json!({"a": 1, "b": "x,y", "c": [1, 2]}), json!({"a": 2, "b": "say \"hi\"", "c": null})];
+        assert_eq!(to_csv(&rows), "a,b,c\n1,\"x,y\",1;2\n2,\"say \"\"hi\"\"\",\n");
+    }
+
+    #[test]
+    fn filters_name_the_bad_field() {
+        let q = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>();
+        assert_eq!(Filter::parse(&q(&[("from", "2026-13-01")])).err().and_then(|e| e.field).as_deref(), Some("from"));
+        assert_eq!(Filter::parse(&q(&[("tenant_id", "x")])).err().and_then(|e| e.field).as_deref(), Some("tenant_id"));
+        assert_eq!(Filter::parse(&q(&[("from", "2026-12-02"), ("to", "2026-12-01")])).err().and_then(|e| e.field).as_deref(), Some("from"));
+        let f = Filter::parse(&q(&[("from", "2026-12-01"), ("to", "2026-12-03")])).expect("valid");
+        assert_eq!(f.days(), ["2026-12-01", "2026-12-02", "2026-12-03"]);
+        assert_eq!((f.end() - f.start()).num_hours(), 72);
+    }
+}
