@@ -7,7 +7,7 @@ export DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/herd
 
 HERD_CONFIG ?= deploy/local/herd.toml
 
-.PHONY: run chat engine-chat test services dashboard-deps build bench lint
+.PHONY: run key chat engine-chat test services dashboard-deps build bench lint
 
 ## Start (or reuse) Redis and PostgreSQL, migrate, build, and run herd (gateway + worker) with
 ## the bundled demo model. Chat with it from another terminal: `make chat`.
@@ -17,8 +17,13 @@ run: services build
 	@echo "herd is starting with $(DEMO_MODEL) (settings: $(HERD_CONFIG))."
 	@echo "Chat with it as a WhatsApp user from another terminal:   make chat"
 	@echo "(or: target/release/herd chat --config $(HERD_CONFIG)); Ctrl-C stops herd."
+	@echo "Dashboard: http://127.0.0.1:8081/admin/ — get a key with: make key"
 	@echo
 	HERD_CONFIG=$(HERD_CONFIG) target/release/herd serve
+
+## A new admin API key for the dashboard (http://127.0.0.1:8081/admin/) of the herd `make run` started.
+key: build
+	HERD_CONFIG=$(HERD_CONFIG) target/release/herd admin create-key --role admin --name make-key
 
 ## A terminal WhatsApp user for the herd that `make run` started.
 chat: build

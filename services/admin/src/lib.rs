@@ -7,6 +7,7 @@
 
 pub mod analytics;
 pub mod auth;
+pub mod bench;
 mod body;
 mod config;
 pub mod error;
@@ -136,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/style.css", get(|| asset("text/css; charset=utf-8", include_str!("../assets/style.css"))))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(|| async { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], herd_core::telemetry::render_metrics()) }))
         .with_state(state)
 }
 

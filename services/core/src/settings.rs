@@ -84,6 +84,9 @@ pub struct QueueSettings {
 pub struct WorkerSettings {
     /// Worker loops `herd serve` runs (each with its own engine).
     pub count: usize,
+    /// Where `herd worker` serves `/metrics`, `/healthz` and `/readyz` (empty: nowhere; in
+    /// `herd serve` the gateway serves them for the whole process).
+    pub metrics_listen: String,
     /// Conversations one worker handles at once.
     pub concurrency: usize,
     /// Model folder.
@@ -252,6 +255,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             count: 1,
+            metrics_listen: "127.0.0.1:9464".into(),
             concurrency: 8,
             model: "deploy/models/herd-demo-chat".into(),
             dtype: "f32".into(),

@@ -21,6 +21,11 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// The stable code of this error (in responses and metrics).
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             GatewayError::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json"),

@@ -32,6 +32,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/webhooks/{platform}", get(verify).post(receive))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], herd_core::telemetry::render_metrics()) }))
         .route("/bare", post(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -64,10 +66,37 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// 200 when Redis answers (the gateway needs nothing else to accept webhooks), 503 otherwise.
+async fn ready(State(st): State<AppState>) -> (axum::http::StatusCode, Json<Value>) {
+    let redis = st.queue.ping().await.is_ok();
+    let status = if redis { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"redis": redis})))
+}
+
 /// Events: verify, parse, dedup, rate-limit, enqueue; 200 unless the request is bad or herd
-/// cannot queue (then the platform retries).
+/// cannot queue (then the platform retries). The request's span (child of an incoming
+/// `traceparent`, if any) is the root of the message's trace; its context rides in the entries.
 async fn receive(State(st): State<AppState>, Path(p): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, GatewayError> {
-    let platform = platform_of(&p)?;
+    use tracing::Instrument;
+    let span = tracing::info_span!("webhook", platform = %p, trace_id = tracing::field::Empty, accepted = tracing::field::Empty);
+    herd_core::telemetry::set_parent(&span, headers.get("traceparent").and_then(|v| v.to_str().ok()));
+    if let Some(t) = herd_core::telemetry::trace_id_of(&span) {
+        span.record("trace_id", t);
+    }
+    let traceparent = herd_core::telemetry::traceparent_of(&span);
+    let started = std::time::Instant::now();
+    let result = receive_in_span(st, &p, headers, body, traceparent).instrument(span.clone()).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    };
+    metrics::counter!("herd_webhook_requests_total", "platform" => p.clone(), "outcome" => outcome).increment(1);
+    metrics::histogram!("herd_webhook_seconds", "platform" => p).record(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn receive_in_span(st: AppState, p: &str, headers: HeaderMap, body: Bytes, traceparent: Option<String>) -> Result<Json<Value>, GatewayError> {
+    let platform = platform_of(p)?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| GatewayError::BadJson(e.to_string()))?;
     let batch = parse_webhook(platform, &value);
 
@@ -90,22 +119,26 @@ async fn receive(State(st): State<AppState>, Path(p): Path<String>, headers: Hea
     for ch in &known {
         signature::verify(ch.app_secret.as_bytes(), &body, sig).map_err(|e| GatewayError::Unauthorized(e.to_string()))?;
     }
-    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
     let received_at_ms = now_ms();
     let unavailable = |e: herd_queue::Error| GatewayError::Unavailable(e.to_string());
     let (mut accepted, mut duplicates) = (0, 0);
     for m in batch.messages {
         let Some(Some(ch)) = channels.get(&m.channel_external_id) else { continue };
         let rate_limited = !st.limits.allow(ch.tenant_id, &m.sender);
+        if rate_limited {
+            metrics::counter!("herd_rate_limited_total", "platform" => platform.as_str()).increment(1);
+        }
         let pmid = m.platform_message_id.clone();
         let job = Job::Message { channel_id: ch.id, tenant_id: ch.tenant_id, message: m, rate_limited };
         let entry = Entry { job, received_at_ms, traceparent: traceparent.clone() };
         // One atomic step: a failure leaves the id unseen, so the platform's retry is taken.
         if st.queue.enqueue_once(platform.as_str(), &pmid, &entry).await.map_err(unavailable)?.is_none() {
             duplicates += 1;
+            metrics::counter!("herd_dedup_hits_total", "platform" => platform.as_str()).increment(1);
             continue;
         }
         accepted += 1;
+        metrics::counter!("herd_messages_accepted_total", "platform" => platform.as_str()).increment(1);
     }
     for s in batch.statuses {
         let Some(Some(ch)) = channels.get(&s.channel_external_id) else { continue };

@@ -83,6 +83,19 @@ enum AdminCommand {
         #[arg(long, default_value = "cli")]
         name: String,
     },
+    /// The analytics benchmark: seed synthetic messages into a separate database on the configured
+    /// PostgreSQL server and time every analytics endpoint.
+    Bench {
+        /// Messages to seed (half inbound, half replies).
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: i64,
+        /// Requests per endpoint and scope.
+        #[arg(long, default_value_t = 40)]
+        requests: usize,
+        /// Database to use (created when absent); never the one herd runs on.
+        #[arg(long, default_value = "herd_bench")]
+        database: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -101,12 +114,16 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+fn chrono_today() -> chrono::NaiveDate {
+    chrono::Utc::now().date_naive()
+}
+
 fn run_service(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> {
     herd_core::telemetry::init();
     herd_channels::send::install_crypto();
     let settings = services::settings(config.as_deref())?;
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         match command {
             Command::Chat { from } => chat::run(&settings, &from).await,
             Command::Loadgen { url, requests, concurrency, secret, phone_id, bare, run_id } => {
@@ -127,6 +144,15 @@ fn run_service(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> 
                 println!("{key}");
                 Ok(())
             }
+            Command::Admin(AdminCommand::Bench { messages, requests, database }) => {
+                let mut s = settings.clone();
+                s.database_url = services::database_on_same_server(&settings.database_url, &database).await?;
+                let (store, queue) = (services::store(&s).await?, services::queue(&s).await?);
+                let state = herd_admin::AppState::new(store, queue, u32::MAX);
+                let report = herd_admin::bench::run(state, messages, requests, chrono_today()).await.map_err(anyhow::Error::msg)?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
             Command::Admin(AdminCommand::Serve) => {
                 let (store, queue) = (services::store(&settings).await?, services::queue(&settings).await?);
                 services::run_admin(&settings, store, queue, services::shutdown_signal()).await
@@ -139,7 +165,9 @@ fn run_service(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> 
                 let (store, queue) = (services::store(&settings).await?, services::queue(&settings).await?);
                 let stop = services::shutdown_signal();
                 let policy = services::policy(&settings, &store, Some(stop.clone())).await?;
-                services::run_workers(&settings, store, queue, policy, stop).await
+                let probes = services::run_worker_probes(&settings, store.clone(), queue.clone(), stop.clone());
+                let (w, p) = tokio::join!(services::run_workers(&settings, store, queue, policy, stop), probes);
+                w.and(p)
             }
             Command::Serve => {
                 let (store, queue) = (services::store(&settings).await?, services::queue(&settings).await?);
@@ -158,5 +186,7 @@ fn run_service(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> 
             }
             Command::Engine(_) | Command::Policy(_) => anyhow::bail!("not a service command"),
         }
-    })
+    });
+    herd_core::telemetry::flush();
+    result
 }

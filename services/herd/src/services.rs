@@ -26,6 +26,21 @@ pub async fn queue(s: &Settings) -> Result<Queue> {
     Queue::connect(&s.redis_url, s.queue.clone()).await.with_context(|| format!("connecting to Redis at {}", redact(&s.redis_url)))
 }
 
+/// The URL of database `name` on the server of `url`, created when absent. `name` must differ
+/// from `url`'s own database.
+pub async fn database_on_same_server(url: &str, name: &str) -> Result<String> {
+    let (base, current) = url.rsplit_once('/').ok_or_else(|| anyhow::anyhow!("database_url has no database name"))?;
+    if current.split('?').next() == Some(name) || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        anyhow::bail!("--database must be a plain name other than herd's own database, got {name:?}");
+    }
+    let store = Store::connect(url).await.with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)").bind(name).fetch_one(store.pool()).await?;
+    if !exists {
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(store.pool()).await?;
+    }
+    Ok(format!("{base}/{name}"))
+}
+
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(a), Some(b)) if b > a => format!("{}***{}", &url[..a + 3], &url[b..]),
@@ -121,6 +136,7 @@ pub async fn run_workers(
 ) -> Result<()> {
     let settings = Arc::new(s.clone());
     let mut set = tokio::task::JoinSet::new();
+    let mut engines = vec![];
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "herd".into());
     for i in 0..s.worker.count.max(1) {
         let cfg = &s.worker;
@@ -132,10 +148,81 @@ pub async fn run_workers(
         };
         let engine = EngineHandle::start_with(Path::new(&cfg.model), &cfg.dtype, cfg.context_tokens, &limits)
             .with_context(|| format!("loading the model {}", cfg.model))?;
+        engines.push(engine.clone());
         let name = format!("{host}-{}-{i}", std::process::id());
         let w = Worker::new(name, settings.clone(), store.clone(), queue.clone(), engine, policy.clone());
         set.spawn(w.run(shutdown.clone()));
     }
+    spawn_gauges(queue, engines, shutdown);
     while set.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Every 5 s: the turn stream's depth, pending entries and consumer lag, and each engine's
+/// batch, KV blocks and steady decode speed, as Prometheus gauges.
+fn spawn_gauges(queue: Queue, engines: Vec<EngineHandle>, mut shutdown: watch::Receiver<bool>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    tokio::spawn(async move {
+        let mut last: Vec<(usize, u64)> = vec![(0, 0); engines.len()];
+        loop {
+            match queue.stream_stats().await {
+                Ok((len, pending, lag)) => {
+                    metrics::gauge!("herd_queue_depth").set(len as f64);
+                    metrics::gauge!("herd_queue_pending").set(pending as f64);
+                    if let Some(l) = lag {
+                        metrics::gauge!("herd_queue_lag").set(l as f64);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "queue stats"),
+            }
+            for (i, e) in engines.iter().enumerate() {
+                let st = e.stats();
+                let engine = i.to_string();
+                metrics::gauge!("herd_engine_running", "engine" => engine.clone()).set(st.running.load(Relaxed) as f64);
+                metrics::gauge!("herd_engine_waiting", "engine" => engine.clone()).set(st.waiting.load(Relaxed) as f64);
+                metrics::gauge!("herd_engine_kv_blocks_used", "engine" => engine.clone()).set(st.kv_blocks_used.load(Relaxed) as f64);
+                metrics::gauge!("herd_engine_kv_blocks_total", "engine" => engine.clone()).set(st.kv_blocks_total.load(Relaxed) as f64);
+                metrics::gauge!("herd_engine_preemptions", "engine" => engine.clone()).set(st.preemptions.load(Relaxed) as f64);
+                let (tokens, nanos) = (st.decode_tokens.load(Relaxed), st.decode_nanos.load(Relaxed));
+                let (t0, n0) = last[i];
+                if nanos > n0 {
+                    metrics::gauge!("herd_engine_decode_tokens_per_second", "engine" => engine).set((tokens - t0) as f64 * 1e9 / (nanos - n0) as f64);
+                }
+                last[i] = (tokens, nanos);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+}
+
+/// `/metrics`, `/healthz` and `/readyz` of a worker-only process on `worker.metrics_listen`.
+pub async fn run_worker_probes(s: &Settings, store: Store, queue: Queue, shutdown: watch::Receiver<bool>) -> Result<()> {
+    use axum::routing::get;
+    if s.worker.metrics_listen.is_empty() {
+        return Ok(());
+    }
+    let ready = move || {
+        let (store, queue) = (store.clone(), queue.clone());
+        async move {
+            let pg = sqlx_ping(&store).await;
+            let redis = queue.ping().await.is_ok();
+            // The model is loaded before the workers start; this server starts with them.
+            let status = if pg && redis { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+            (status, axum::Json(serde_json::json!({"postgres": pg, "redis": redis, "model": true})))
+        }
+    };
+    let app = axum::Router::new()
+        .route("/metrics", get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], herd_core::telemetry::render_metrics()) }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready));
+    let listener = tokio::net::TcpListener::bind(&s.worker.metrics_listen).await.with_context(|| format!("listening on {} (worker.metrics_listen)", s.worker.metrics_listen))?;
+    tracing::info!(listen = %s.worker.metrics_listen, "worker metrics and probes");
+    axum::serve(listener, app).with_graceful_shutdown(wait(shutdown)).await.context("serving worker probes")
+}
+
+async fn sqlx_ping(store: &Store) -> bool {
+    store.ping().await.is_ok()
 }

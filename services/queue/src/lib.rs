@@ -366,6 +366,30 @@ impl Queue {
         Ok(redis::cmd("PFCOUNT").arg(self.key(&format!("mau:{tenant_id}:{month}"))).query_async(&mut c).await?)
     }
 
+    /// The turn stream's length, its entries read but not acknowledged, and the consumer group's
+    /// lag (entries not yet read; `None` when Redis cannot tell).
+    pub async fn stream_stats(&self) -> Result<(u64, u64, Option<u64>)> {
+        let mut c = self.conn.clone();
+        let len: u64 = redis::cmd("XLEN").arg(&self.stream).query_async(&mut c).await?;
+        let pending = self.pending_count().await?;
+        let groups: redis::Value = redis::cmd("XINFO").arg("GROUPS").arg(&self.stream).query_async(&mut c).await?;
+        let mut lag = None;
+        if let redis::Value::Array(groups) = groups {
+            for g in groups {
+                let fields: Vec<(String, redis::Value)> = match g {
+                    redis::Value::Array(kv) => kv.chunks(2).filter_map(|p| Some((redis::from_redis_value::<String>(p.first()?.clone()).ok()?, p.get(1)?.clone()))).collect(),
+                    redis::Value::Map(kv) => kv.into_iter().filter_map(|(k, v)| Some((redis::from_redis_value::<String>(k).ok()?, v))).collect(),
+                    _ => continue,
+                };
+                let name = fields.iter().find(|(k, _)| k == "name").and_then(|(_, v)| redis::from_redis_value::<String>(v.clone()).ok());
+                if name.as_deref() == Some(self.cfg.group.as_str()) {
+                    lag = fields.iter().find(|(k, _)| k == "lag").and_then(|(_, v)| redis::from_redis_value::<u64>(v.clone()).ok());
+                }
+            }
+        }
+        Ok((len, pending, lag))
+    }
+
     /// Checks that Redis answers.
     pub async fn ping(&self) -> Result<()> {
         let mut c = self.conn.clone();

@@ -272,6 +272,12 @@ impl Store {
         Ok(turns)
     }
 
+    /// Checks that PostgreSQL answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// The connection pool (analytics queries of the admin service).
     pub fn pool(&self) -> &PgPool {
         &self.pool

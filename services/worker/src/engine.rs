@@ -127,18 +127,32 @@ impl EngineHandle {
         let sampling = SamplingParams { temperature, top_p: if temperature > 0.0 { 0.9 } else { 1.0 }, ..SamplingParams::default() };
         let req = GenerateRequest { prompt, max_new_tokens, sampling, stop_ids: self.tokenizer.stop_ids().to_vec(), stop_strings: vec![] };
         let t0 = Instant::now();
+        // Prefill (waiting for admission included) ends at the first token; decode at the last.
+        let parent = tracing::Span::current();
+        let prefill = tracing::info_span!(parent: &parent, "engine.prefill", tokens_in);
         let handle = self.scheduler.submit(req).map_err(|e| match e {
             herd_engine::Error::Overloaded(n) => EngineError::Overloaded(n),
             other => EngineError::Engine(other),
         })?;
         let (ids, ttft_ms) = tokio::task::spawn_blocking(move || {
             let mut first = None;
+            let mut prefill = Some(prefill);
+            let mut decode = None;
             for ev in handle.events.iter() {
                 match ev {
                     Event::Token(_) => {
-                        first.get_or_insert(t0.elapsed().as_millis() as u64);
+                        if first.is_none() {
+                            first = Some(t0.elapsed().as_millis() as u64);
+                            drop(prefill.take());
+                            decode = Some(tracing::info_span!(parent: &parent, "engine.decode", tokens_out = tracing::field::Empty));
+                        }
                     }
-                    Event::Done { output_ids, .. } => return Ok((output_ids, first.unwrap_or(0))),
+                    Event::Done { output_ids, .. } => {
+                        if let Some(d) = &decode {
+                            d.record("tokens_out", output_ids.len());
+                        }
+                        return Ok((output_ids, first.unwrap_or(0)));
+                    }
                     Event::Failed(e) => return Err(EngineError::Engine(herd_engine::Error::Request(e))),
                 }
             }

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
+use tracing::Instrument;
 
 pub use engine::EngineHandle;
 pub use policy::{AllowAll, Decision, Output, PacksPolicy, PolicyHook, StorePolicy, TurnContext};
@@ -128,20 +129,37 @@ impl Worker {
                     _ = shutdown.changed() => break,
                 }
             }
-            // Record the whole batch in stream order first, then answer concurrently.
+            // Record the whole batch in stream order first, then answer concurrently. Each entry's
+            // work is one span, a child of the webhook's (its context rides in the entry).
             let mut recorded = Vec::with_capacity(batch.len());
             for d in batch {
-                if let Some(r) = self.record(&d).await {
-                    recorded.push((d, r));
+                let span = tracing::info_span!("turn", worker = %self.name, entry = %d.id, trace_id = tracing::field::Empty);
+                herd_core::telemetry::set_parent(&span, d.entry.traceparent.as_deref());
+                if let Some(t) = herd_core::telemetry::trace_id_of(&span) {
+                    span.record("trace_id", t);
+                }
+                if let Some(r) = self.record(&d).instrument(span.clone()).await {
+                    recorded.push((d, r, span));
                 }
             }
-            for (d, r) in recorded {
+            for (d, r, span) in recorded {
                 let Ok(permit) = slots.clone().acquire_owned().await else { break };
                 let w = self.clone();
-                tasks.spawn(async move {
-                    w.finish(&d, turn::process(&w, &d, r).await).await;
-                    drop(permit);
-                });
+                tasks.spawn(
+                    async move {
+                        let outcome = turn::process(&w, &d, r).await;
+                        let label = match &outcome {
+                            Ok(()) => "ok",
+                            Err(WorkerError::Transient(_)) => "transient",
+                            Err(WorkerError::Busy(_)) => "busy",
+                            Err(WorkerError::DeadLetter(_)) => "dead_letter",
+                        };
+                        metrics::counter!("herd_turns_total", "outcome" => label).increment(1);
+                        w.finish(&d, outcome).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
             }
         }
         tracing::info!(worker = %self.name, in_flight = tasks.len(), "worker stopping");

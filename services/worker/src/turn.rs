@@ -137,6 +137,31 @@ async fn wait_for_peers(w: &Worker, channel_id: i64, conv: &str) -> Result<(), W
 
 /// Runs a policy check, which may run a guard model for a while, without stalling the other
 /// tasks of this runtime thread (on a multi-thread runtime).
+/// Policy decisions by stage, action and mode, and enforced refusals by category (Prometheus).
+fn count_decisions(records: &[herd_store::DecisionRecord]) {
+    for r in records {
+        let shadow = if r.shadow { "true" } else { "false" };
+        metrics::counter!("herd_policy_decisions_total", "stage" => r.stage, "action" => r.action.clone(), "shadow" => shadow).increment(1);
+        if r.action == "refuse" && !r.shadow {
+            metrics::counter!("herd_refusals_total", "category" => r.category.clone().unwrap_or_else(|| "none".into())).increment(1);
+        }
+    }
+}
+
+/// Latencies and tokens of one sent reply (Prometheus).
+fn observe_reply(m: &herd_store::ReplyMetrics) {
+    let ms = |v: i32| f64::from(v.max(0)) / 1000.0;
+    for (stage, v) in [("queue_wait", m.queue_wait_ms), ("ttft", m.ttft_ms), ("generation", m.generation_ms), ("send", m.send_ms), ("end_to_end", m.end_to_end_ms)] {
+        metrics::histogram!("herd_latency_seconds", "stage" => stage).record(ms(v));
+    }
+    metrics::counter!("herd_replies_total", "mode" => m.prompt_mode.clone().unwrap_or_default()).increment(1);
+    metrics::counter!("herd_tokens_in_total").increment(m.tokens_in.max(0) as u64);
+    metrics::counter!("herd_tokens_out_total").increment(m.tokens_out.max(0) as u64);
+    if m.generation_ms > 0 && m.tokens_out > 0 {
+        metrics::histogram!("herd_generation_tokens_per_second").record(f64::from(m.tokens_out) * 1000.0 / f64::from(m.generation_ms));
+    }
+}
+
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
@@ -187,7 +212,8 @@ async fn answer(w: &Worker, ch: &Channel, m: &InboundMessage, inbound: &InboundR
         monthly_active_users: mau,
         new_user,
     };
-    let (decision, records) = blocking(|| w.policy.check_input(&ctx));
+    let (decision, records) = tracing::info_span!("policy.input").in_scope(|| blocking(|| w.policy.check_input(&ctx)));
+    count_decisions(&records);
     w.store.record_decisions(ch.tenant_id, inbound.id, inbound.conversation_id, &records).await?;
     // The user's country, for analytics by country: their WhatsApp number, or what the policy placed.
     let country = (ch.platform == herd_core::Platform::Whatsapp)
@@ -235,7 +261,8 @@ async fn answer(w: &Worker, ch: &Channel, m: &InboundMessage, inbound: &InboundR
                     prompt_mode: Some(mode.into()),
                     ..Default::default()
                 };
-                let (out, recs) = blocking(|| w.policy.check_output(&ctx, &decision, &g.text, attempt));
+                let (out, recs) = tracing::info_span!("policy.output", attempt).in_scope(|| blocking(|| w.policy.check_output(&ctx, &decision, &g.text, attempt)));
+                count_decisions(&recs);
                 w.store.record_decisions(ch.tenant_id, inbound.id, inbound.conversation_id, &recs).await?;
                 match out {
                     Output::Send => break (g.text, metrics),
@@ -261,7 +288,8 @@ async fn answer(w: &Worker, ch: &Channel, m: &InboundMessage, inbound: &InboundR
     let send_started = Instant::now();
     let mut attempts_total = 0;
     for (i, part) in parts.iter().enumerate() {
-        let (result, attempts) = send_with_retry(w, &r, &m.sender, part).await;
+        let send_span = tracing::info_span!("send", platform = ch.platform.as_str(), part = i);
+        let (result, attempts) = tracing::Instrument::instrument(send_with_retry(w, &r, &m.sender, part), send_span).await;
         attempts_total += attempts;
         match result {
             Ok(pmid) => {
@@ -270,6 +298,7 @@ async fn answer(w: &Worker, ch: &Channel, m: &InboundMessage, inbound: &InboundR
                 metrics.end_to_end_ms = (now_ms() - received_at_ms).max(0) as i32;
                 w.store.record_outbound(inbound, ch.id, i as i32, part, pmid.as_deref(), &metrics).await?;
                 if i == 0 {
+                    observe_reply(&metrics);
                     // Tokens routed per expert since the last reply (of every conversation in the
                     // batch; the analytics show them per day).
                     if let Err(e) = w.store.add_expert_usage(&w.engine.take_expert_counts()).await {
