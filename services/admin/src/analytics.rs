@@ -4,11 +4,13 @@
 //! by day, and answers JSON or, with `format=csv`, CSV of one of its tables (`table=`, default the
 //! per-day one).
 //!
-//! Percentiles are nearest-rank (`percentile_disc`): the smallest recorded value with at least
-//! that share of values at or below it. Latencies and tokens count each reply once (its first
-//! piece; the pieces of a split reply carry the same measurements).
+//! Queries read daily rollups (see [`crate::rollup`]: today's and yesterday's are at most
+//! 30 s old). Percentiles are nearest-rank over latency histograms whose buckets keep
+//! a value's 6 highest bits (exact below 64 ms, at most 1/32 low above). Latencies and tokens count
+//! each reply once (its first piece; the pieces of a split reply carry the same measurements).
+//! Active users per day count a user once per channel.
 
-use crate::AppState;
+use crate::{AppState, rollup};
 use crate::error::{ApiError, ApiResult};
 use axum::extract::{Query, State};
 use axum::http::header;
@@ -54,10 +56,12 @@ impl Filter {
         Ok(Self { from, to, tenant_id: id("tenant_id")?, channel_id: id("channel_id")?, csv })
     }
 
+    #[cfg(test)]
     fn start(&self) -> chrono::DateTime<chrono::Utc> {
         self.from.and_hms_opt(0, 0, 0).expect("midnight").and_utc()
     }
 
+    #[cfg(test)]
     fn end(&self) -> chrono::DateTime<chrono::Utc> {
         (self.to + chrono::Days::new(1)).and_hms_opt(0, 0, 0).expect("midnight").and_utc()
     }
@@ -104,9 +108,8 @@ pub fn to_csv(rows: &[Value]) -> String {
     out
 }
 
-/// The message filter every query shares: `m` messages joined to `ch` channels; $1/$2 the time
-/// range, $3 the tenant, $4 the channel.
-const SCOPE: &str = "m.created_at >= $1 AND m.created_at < $2 AND ($3::BIGINT IS NULL OR ch.tenant_id = $3) AND ($4::BIGINT IS NULL OR m.channel_id = $4)";
+/// The rollup filter: tenant and channel on the facts `f`.
+const SCOPE: &str = "($3::BIGINT IS NULL OR f.tenant_id = $3) AND ($4::BIGINT IS NULL OR f.channel_id = $4)";
 
 macro_rules! q {
     ($($t:tt)*) => {
@@ -114,92 +117,66 @@ macro_rules! q {
     };
 }
 
-fn bind<'q>(
-    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    f: &Filter,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    q.bind(f.start()).bind(f.end()).bind(f.tenant_id).bind(f.channel_id)
+type Q<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds the range (days) and the tenant and channel filters.
+fn bind<'q>(q: Q<'q>, f: &Filter) -> Q<'q> {
+    q.bind(f.from).bind(f.to).bind(f.tenant_id).bind(f.channel_id)
 }
 
 fn obj(pairs: Vec<(&str, Value)>) -> Value {
     Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<Map<_, _>>())
 }
 
+fn int(r: &sqlx::postgres::PgRow, col: &str) -> Value {
+    json!(r.get::<Option<i64>, _>(col).unwrap_or(0))
+}
+
 pub async fn volume(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
     let f = Filter::parse(&q)?;
     let pool = st.store.pool();
-    let rows = bind(
-        q!("SELECT (m.created_at AT TIME ZONE 'UTC')::date::text AS day,
-                   count(*) FILTER (WHERE m.direction = 'in') AS messages_in,
-                   count(*) FILTER (WHERE m.direction = 'out') AS messages_out,
-                   count(DISTINCT m.conversation_id) AS conversations,
-                   count(DISTINCT c.user_id) FILTER (WHERE m.direction = 'in') AS active_users
-            FROM messages m JOIN channels ch ON ch.id = m.channel_id JOIN conversations c ON c.id = m.conversation_id
-            WHERE {SCOPE} GROUP BY 1 ORDER BY 1"),
-        &f,
-    )
-    .fetch_all(pool)
-    .await?;
+    rollup::ensure(pool, f.from, f.to).await?;
+    let facts = rollup::facts("rollup_volume", "day, tenant_id, channel_id, country, messages_in, messages_out, conversations, active_users");
+    let sums = "sum(f.messages_in)::BIGINT AS messages_in, sum(f.messages_out)::BIGINT AS messages_out, sum(f.conversations)::BIGINT AS conversations, sum(f.active_users)::BIGINT AS active_users";
+    let rows = bind(q!("SELECT f.day::text AS day, {sums} FROM {facts} f WHERE {SCOPE} GROUP BY 1 ORDER BY 1"), &f).fetch_all(pool).await?;
     // Every day of the range, days without messages as zeros (charts need the gaps).
     let mut found: HashMap<String, &sqlx::postgres::PgRow> = rows.iter().map(|r| (r.get::<String, _>("day"), r)).collect();
+    let cols = ["messages_in", "messages_out", "conversations", "active_users"];
     let days: Vec<Value> = f
         .days()
         .into_iter()
-        .map(|d| match found.remove(&d) {
-            None => obj(vec![("day", json!(d)), ("messages_in", json!(0)), ("messages_out", json!(0)), ("conversations", json!(0)), ("active_users", json!(0))]),
-            Some(r) => obj(vec![
-                ("day", json!(d)),
-                ("messages_in", json!(r.get::<i64, _>("messages_in"))),
-                ("messages_out", json!(r.get::<i64, _>("messages_out"))),
-                ("conversations", json!(r.get::<i64, _>("conversations"))),
-                ("active_users", json!(r.get::<i64, _>("active_users"))),
-            ]),
+        .map(|d| {
+            let r = found.remove(&d);
+            let mut o = vec![("day", json!(d))];
+            o.extend(cols.iter().map(|c| (*c, r.map_or(json!(0), |r| int(r, c)))));
+            obj(o)
         })
         .collect();
-    let rows = bind(
-        q!("SELECT m.channel_id, ch.platform, count(*) FILTER (WHERE m.direction = 'in') AS messages_in,
-                   count(*) FILTER (WHERE m.direction = 'out') AS messages_out, count(DISTINCT m.conversation_id) AS conversations
-            FROM messages m JOIN channels ch ON ch.id = m.channel_id WHERE {SCOPE} GROUP BY 1, 2 ORDER BY 1"),
-        &f,
-    )
-    .fetch_all(pool)
-    .await?;
-    let by_channel: Vec<Value> = rows
+    let by_channel: Vec<Value> = bind(q!("SELECT f.channel_id, ch.platform, {sums} FROM {facts} f JOIN channels ch ON ch.id = f.channel_id WHERE {SCOPE} GROUP BY 1, 2 ORDER BY 1"), &f)
+        .fetch_all(pool)
+        .await?
         .iter()
         .map(|r| {
             obj(vec![
                 ("channel_id", json!(r.get::<i64, _>("channel_id"))),
                 ("platform", json!(r.get::<String, _>("platform"))),
-                ("messages_in", json!(r.get::<i64, _>("messages_in"))),
-                ("messages_out", json!(r.get::<i64, _>("messages_out"))),
-                ("conversations", json!(r.get::<i64, _>("conversations"))),
+                ("messages_in", int(r, "messages_in")),
+                ("messages_out", int(r, "messages_out")),
+                ("conversations", int(r, "conversations")),
             ])
         })
         .collect();
-    let rows = bind(
-        q!("SELECT COALESCE(c.country, 'unknown') AS country, count(*) FILTER (WHERE m.direction = 'in') AS messages_in,
-                   count(DISTINCT c.user_id) FILTER (WHERE m.direction = 'in') AS active_users
-            FROM messages m JOIN channels ch ON ch.id = m.channel_id JOIN conversations c ON c.id = m.conversation_id
-            WHERE {SCOPE} GROUP BY 1 ORDER BY 2 DESC, 1"),
-        &f,
-    )
-    .fetch_all(pool)
-    .await?;
-    let by_country: Vec<Value> = rows
+    let by_country: Vec<Value> = bind(q!("SELECT f.country, {sums} FROM {facts} f WHERE {SCOPE} GROUP BY 1 ORDER BY 2 DESC, 1"), &f)
+        .fetch_all(pool)
+        .await?
         .iter()
-        .map(|r| {
-            obj(vec![
-                ("country", json!(r.get::<String, _>("country"))),
-                ("messages_in", json!(r.get::<i64, _>("messages_in"))),
-                ("active_users", json!(r.get::<i64, _>("active_users"))),
-            ])
-        })
+        .map(|r| obj(vec![("country", json!(r.get::<String, _>("country"))), ("messages_in", int(r, "messages_in")), ("active_users", int(r, "active_users"))]))
         .collect();
     // Active users from the HyperLogLog sketches (exact counting would scan every message):
     // the last day of the range, its last 7 days, and its month.
-    let tenants: Vec<i64> = match (f.tenant_id, f.channel_id) {
-        (Some(t), _) => vec![t],
-        _ => st.store.tenants().await?.into_iter().map(|(id, _)| id).collect(),
+    let tenants: Vec<i64> = match f.tenant_id {
+        Some(t) => vec![t],
+        None => st.store.tenants().await?.into_iter().map(|(id, _)| id).collect(),
     };
     let last = f.to;
     let week: Vec<String> = (0..7).map(|i| (last - chrono::Days::new(i)).to_string()).collect();
@@ -215,17 +192,23 @@ pub async fn volume(State(st): State<AppState>, Query(q): Query<HashMap<String, 
     respond(&f, v, "days")
 }
 
-const METRICS: [&str; 5] = ["queue_wait_ms", "ttft_ms", "generation_ms", "send_ms", "end_to_end_ms"];
+/// Nearest-rank percentiles from histogram rows `h(group.., bucket, n)` partitioned by `part`.
+fn percentiles(h: &str, part: &str) -> String {
+    format!(
+        "SELECT {part}, max(total)::BIGINT AS count,
+                min(bucket) FILTER (WHERE cum >= ceil(0.50 * total)) AS p50,
+                min(bucket) FILTER (WHERE cum >= ceil(0.95 * total)) AS p95,
+                min(bucket) FILTER (WHERE cum >= ceil(0.99 * total)) AS p99
+         FROM (SELECT {part}, bucket, sum(n) OVER (PARTITION BY {part} ORDER BY bucket) AS cum, sum(n) OVER (PARTITION BY {part}) AS total FROM ({h}) h) c
+         GROUP BY {part} ORDER BY {part}"
+    )
+}
 
 pub async fn latency(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
     let f = Filter::parse(&q)?;
-    let values = METRICS.iter().map(|m| format!("('{m}', m.{m})")).collect::<Vec<_>>().join(", ");
-    let pct = "count(x.v) AS count, percentile_disc(0.5) WITHIN GROUP (ORDER BY x.v) AS p50,
-               percentile_disc(0.95) WITHIN GROUP (ORDER BY x.v) AS p95, percentile_disc(0.99) WITHIN GROUP (ORDER BY x.v) AS p99";
-    let from = format!(
-        "FROM messages m JOIN channels ch ON ch.id = m.channel_id, LATERAL (VALUES {values}) AS x(metric, v)
-         WHERE {SCOPE} AND m.direction = 'out' AND COALESCE(m.part, 0) = 0 AND x.v IS NOT NULL"
-    );
+    let pool = st.store.pool();
+    rollup::ensure(pool, f.from, f.to).await?;
+    let facts = rollup::facts("rollup_latency", "day, tenant_id, channel_id, metric, bucket, n");
     let row = |r: &sqlx::postgres::PgRow, with_day: bool| {
         let mut o = vec![];
         if with_day {
@@ -240,41 +223,39 @@ pub async fn latency(State(st): State<AppState>, Query(q): Query<HashMap<String,
         ]);
         obj(o)
     };
-    let pool = st.store.pool();
-    let metrics: Vec<Value> = bind(q!("SELECT x.metric, {pct} {from} GROUP BY 1 ORDER BY 1"), &f).fetch_all(pool).await?.iter().map(|r| row(r, false)).collect();
-    let days: Vec<Value> = bind(q!("SELECT (m.created_at AT TIME ZONE 'UTC')::date::text AS day, x.metric, {pct} {from} GROUP BY 1, 2 ORDER BY 1, 2"), &f)
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| row(r, true))
-        .collect();
-    respond(&f, json!({ "from": f.from.to_string(), "to": f.to.to_string(), "metrics": metrics, "days": days }), "metrics")
+    let overall = percentiles(&format!("SELECT f.metric, f.bucket, sum(f.n) AS n FROM {facts} f WHERE {SCOPE} GROUP BY 1, 2"), "metric");
+    let metrics: Vec<Value> = bind(q!("{overall}"), &f).fetch_all(pool).await?.iter().map(|r| row(r, false)).collect();
+    let daily = percentiles(&format!("SELECT f.day::text AS day, f.metric, f.bucket, sum(f.n) AS n FROM {facts} f WHERE {SCOPE} GROUP BY 1, 2, 3"), "day, metric");
+    let days: Vec<Value> = bind(q!("{daily}"), &f).fetch_all(pool).await?.iter().map(|r| row(r, true)).collect();
+    let v = json!({
+        "from": f.from.to_string(), "to": f.to.to_string(), "metrics": metrics, "days": days,
+        "precision": "values above 63 ms are kept with 6 significant bits (at most 1/32 low); percentiles are nearest-rank",
+    });
+    respond(&f, v, "metrics")
 }
-
-/// Policy decisions in scope: $1..$4 as [`SCOPE`], on `d` (decisions) with their conversation `c`.
-const DECISIONS: &str = "FROM policy_decisions d LEFT JOIN conversations c ON c.id = d.conversation_id
-    WHERE d.created_at >= $1 AND d.created_at < $2 AND ($3::BIGINT IS NULL OR d.tenant_id = $3) AND ($4::BIGINT IS NULL OR c.channel_id = $4)";
 
 pub async fn policy(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
     let f = Filter::parse(&q)?;
     let pool = st.store.pool();
-    let refusals: Vec<Value> = bind(q!("SELECT COALESCE(d.category, 'none') AS category, count(*) AS count {DECISIONS} AND NOT d.shadow AND d.action = 'refuse' GROUP BY 1 ORDER BY 2 DESC, 1"), &f)
+    rollup::ensure(pool, f.from, f.to).await?;
+    let facts = rollup::facts("rollup_policy", "day, tenant_id, channel_id, country, pack, rule, category, action, shadow, n");
+    let refusals: Vec<Value> = bind(q!("SELECT f.category, sum(f.n)::BIGINT AS count FROM {facts} f WHERE {SCOPE} AND NOT f.shadow AND f.action = 'refuse' GROUP BY 1 ORDER BY 2 DESC, 1"), &f)
         .fetch_all(pool)
         .await?
         .iter()
-        .map(|r| obj(vec![("category", json!(r.get::<String, _>("category"))), ("count", json!(r.get::<i64, _>("count")))]))
+        .map(|r| obj(vec![("category", json!(r.get::<String, _>("category"))), ("count", int(r, "count"))]))
         .collect();
     let blocks: Vec<Value> = bind(
-        q!("SELECT COALESCE(d.country, 'unknown') AS country, d.action, count(*) AS count {DECISIONS} AND NOT d.shadow
-            AND d.action IN ('blocked_region', 'blocked_feature', 'blocked_license') GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"),
+        q!("SELECT f.country, f.action, sum(f.n)::BIGINT AS count FROM {facts} f WHERE {SCOPE} AND NOT f.shadow
+            AND f.action IN ('blocked_region', 'blocked_feature', 'blocked_license') GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"),
         &f,
     )
     .fetch_all(pool)
     .await?
     .iter()
-    .map(|r| obj(vec![("country", json!(r.get::<String, _>("country"))), ("action", json!(r.get::<String, _>("action"))), ("count", json!(r.get::<i64, _>("count")))]))
+    .map(|r| obj(vec![("country", json!(r.get::<String, _>("country"))), ("action", json!(r.get::<String, _>("action"))), ("count", int(r, "count"))]))
     .collect();
-    let shadow: Vec<Value> = bind(q!("SELECT d.pack, d.rule, d.action, count(*) AS count {DECISIONS} AND d.shadow GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3"), &f)
+    let shadow: Vec<Value> = bind(q!("SELECT f.pack, f.rule, f.action, sum(f.n)::BIGINT AS count FROM {facts} f WHERE {SCOPE} AND f.shadow GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3"), &f)
         .fetch_all(pool)
         .await?
         .iter()
@@ -283,40 +264,27 @@ pub async fn policy(State(st): State<AppState>, Query(q): Query<HashMap<String, 
                 ("pack", json!(r.get::<String, _>("pack"))),
                 ("rule", json!(r.get::<String, _>("rule"))),
                 ("action", json!(r.get::<String, _>("action"))),
-                ("count", json!(r.get::<i64, _>("count"))),
+                ("count", int(r, "count")),
             ])
         })
         .collect();
     // Balanced share: replies generated in balanced mode among all replies (first pieces).
-    let r = bind(
-        q!("SELECT count(*) AS replies, count(*) FILTER (WHERE m.prompt_mode IN ('balanced', 'balanced_regenerated')) AS balanced
-            FROM messages m JOIN channels ch ON ch.id = m.channel_id WHERE {SCOPE} AND m.direction = 'out' AND COALESCE(m.part, 0) = 0"),
-        &f,
-    )
-    .fetch_one(pool)
-    .await?;
-    let (replies, balanced): (i64, i64) = (r.get("replies"), r.get("balanced"));
+    let replies = rollup::facts("rollup_replies", "day, tenant_id, channel_id, replies, balanced, tokens_in, tokens_out, generation_ms, measured");
+    let r = bind(q!("SELECT sum(f.replies)::BIGINT AS replies, sum(f.balanced)::BIGINT AS balanced FROM {replies} f WHERE {SCOPE}"), &f).fetch_one(pool).await?;
+    let (replies, balanced) = (r.get::<Option<i64>, _>("replies").unwrap_or(0), r.get::<Option<i64>, _>("balanced").unwrap_or(0));
     let days: Vec<Value> = bind(
-        q!("SELECT (d.created_at AT TIME ZONE 'UTC')::date::text AS day,
-                   count(*) FILTER (WHERE NOT d.shadow AND d.action = 'refuse') AS refusals,
-                   count(*) FILTER (WHERE NOT d.shadow AND d.action = 'balanced') AS balanced,
-                   count(*) FILTER (WHERE NOT d.shadow AND d.action IN ('blocked_region', 'blocked_feature', 'blocked_license')) AS blocks,
-                   count(*) FILTER (WHERE d.shadow) AS shadow
-            {DECISIONS} GROUP BY 1 ORDER BY 1"),
+        q!("SELECT f.day::text AS day,
+                   sum(f.n) FILTER (WHERE NOT f.shadow AND f.action = 'refuse')::BIGINT AS refusals,
+                   sum(f.n) FILTER (WHERE NOT f.shadow AND f.action = 'balanced')::BIGINT AS balanced,
+                   sum(f.n) FILTER (WHERE NOT f.shadow AND f.action IN ('blocked_region', 'blocked_feature', 'blocked_license'))::BIGINT AS blocks,
+                   sum(f.n) FILTER (WHERE f.shadow)::BIGINT AS shadow
+            FROM {facts} f WHERE {SCOPE} GROUP BY 1 ORDER BY 1"),
         &f,
     )
     .fetch_all(pool)
     .await?
     .iter()
-    .map(|r| {
-        obj(vec![
-            ("day", json!(r.get::<String, _>("day"))),
-            ("refusals", json!(r.get::<i64, _>("refusals"))),
-            ("balanced", json!(r.get::<i64, _>("balanced"))),
-            ("blocks", json!(r.get::<i64, _>("blocks"))),
-            ("shadow", json!(r.get::<i64, _>("shadow"))),
-        ])
-    })
+    .map(|r| obj(vec![("day", json!(r.get::<String, _>("day"))), ("refusals", int(r, "refusals")), ("balanced", int(r, "balanced")), ("blocks", int(r, "blocks")), ("shadow", int(r, "shadow"))]))
     .collect();
     let share = if replies > 0 { balanced as f64 / replies as f64 } else { 0.0 };
     let v = json!({
@@ -329,23 +297,24 @@ pub async fn policy(State(st): State<AppState>, Query(q): Query<HashMap<String, 
 pub async fn model(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
     let f = Filter::parse(&q)?;
     let pool = st.store.pool();
+    rollup::ensure(pool, f.from, f.to).await?;
     let per_s = |out: i64, ms: i64| if ms > 0 { out as f64 * 1000.0 / ms as f64 } else { 0.0 };
+    let facts = rollup::facts("rollup_replies", "day, tenant_id, channel_id, replies, balanced, tokens_in, tokens_out, generation_ms, measured");
     let days: Vec<Value> = bind(
-        q!("SELECT (m.created_at AT TIME ZONE 'UTC')::date::text AS day, COALESCE(sum(m.tokens_in), 0)::BIGINT AS tokens_in,
-                   COALESCE(sum(m.tokens_out), 0)::BIGINT AS tokens_out, COALESCE(sum(m.generation_ms), 0)::BIGINT AS generation_ms, count(*) AS replies
-            FROM messages m JOIN channels ch ON ch.id = m.channel_id WHERE {SCOPE} AND m.direction = 'out' AND COALESCE(m.part, 0) = 0
-              AND m.tokens_out IS NOT NULL GROUP BY 1 ORDER BY 1"),
+        q!("SELECT f.day::text AS day, sum(f.measured)::BIGINT AS replies, sum(f.tokens_in)::BIGINT AS tokens_in, sum(f.tokens_out)::BIGINT AS tokens_out,
+                   sum(f.generation_ms)::BIGINT AS generation_ms
+            FROM {facts} f WHERE {SCOPE} GROUP BY 1 HAVING sum(f.measured) > 0 ORDER BY 1"),
         &f,
     )
     .fetch_all(pool)
     .await?
     .iter()
     .map(|r| {
-        let (o, ms) = (r.get::<i64, _>("tokens_out"), r.get::<i64, _>("generation_ms"));
+        let (o, ms) = (r.get::<Option<i64>, _>("tokens_out").unwrap_or(0), r.get::<Option<i64>, _>("generation_ms").unwrap_or(0));
         obj(vec![
             ("day", json!(r.get::<String, _>("day"))),
-            ("replies", json!(r.get::<i64, _>("replies"))),
-            ("tokens_in", json!(r.get::<i64, _>("tokens_in"))),
+            ("replies", int(r, "replies")),
+            ("tokens_in", int(r, "tokens_in")),
             ("tokens_out", json!(o)),
             ("generation_ms", json!(ms)),
             ("tokens_per_s", json!(per_s(o, ms))),
@@ -398,49 +367,32 @@ pub async fn model(State(st): State<AppState>, Query(q): Query<HashMap<String, S
 pub async fn delivery(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
     let f = Filter::parse(&q)?;
     let pool = st.store.pool();
-    // Deliveries of herd's messages sent in the range (state ranks: accepted 0, sent 1,
-    // delivered 2, read 3, failed 4); the funnel counts each message at every stage it passed.
-    let scope = "FROM deliveries d JOIN messages m ON m.id = d.message_id JOIN channels ch ON ch.id = m.channel_id WHERE ".to_string() + SCOPE;
-    let r = bind(
-        q!("SELECT count(*) AS sent, count(*) FILTER (WHERE d.state IN ('delivered', 'read')) AS delivered,
-                   count(*) FILTER (WHERE d.state = 'read') AS read, count(*) FILTER (WHERE d.state = 'failed') AS failed,
-                   count(*) FILTER (WHERE d.state IN ('accepted', 'sent')) AS pending {scope}"),
-        &f,
-    )
-    .fetch_one(pool)
-    .await?;
+    rollup::ensure(pool, f.from, f.to).await?;
+    // Deliveries of herd's messages sent in the range; the funnel counts each message at every
+    // stage it passed (read implies delivered).
+    let facts = rollup::facts("rollup_delivery", "day, tenant_id, channel_id, state, error_code, error_title, n");
+    let counts = "sum(f.n)::BIGINT AS sent, sum(f.n) FILTER (WHERE f.state IN ('delivered', 'read'))::BIGINT AS delivered,
+                  sum(f.n) FILTER (WHERE f.state = 'read')::BIGINT AS read, sum(f.n) FILTER (WHERE f.state = 'failed')::BIGINT AS failed,
+                  sum(f.n) FILTER (WHERE f.state IN ('accepted', 'sent'))::BIGINT AS pending";
+    let r = bind(q!("SELECT {counts} FROM {facts} f WHERE {SCOPE}"), &f).fetch_one(pool).await?;
     let failures: Vec<Value> = bind(
-        q!("SELECT d.error_code, COALESCE(d.error_title, '') AS title, count(*) AS count {scope} AND d.state = 'failed' GROUP BY 1, 2 ORDER BY 3 DESC, 1"),
+        q!("SELECT f.error_code, f.error_title AS title, sum(f.n)::BIGINT AS count FROM {facts} f WHERE {SCOPE} AND f.state = 'failed' GROUP BY 1, 2 ORDER BY 3 DESC, 1"),
         &f,
     )
     .fetch_all(pool)
     .await?
     .iter()
-    .map(|r| obj(vec![("code", json!(r.get::<Option<i64>, _>("error_code"))), ("title", json!(r.get::<String, _>("title"))), ("count", json!(r.get::<i64, _>("count")))]))
+    .map(|r| obj(vec![("code", json!(r.get::<Option<i64>, _>("error_code"))), ("title", json!(r.get::<String, _>("title"))), ("count", int(r, "count"))]))
     .collect();
-    let days: Vec<Value> = bind(
-        q!("SELECT (m.created_at AT TIME ZONE 'UTC')::date::text AS day, count(*) AS sent,
-                   count(*) FILTER (WHERE d.state IN ('delivered', 'read')) AS delivered, count(*) FILTER (WHERE d.state = 'read') AS read,
-                   count(*) FILTER (WHERE d.state = 'failed') AS failed {scope} GROUP BY 1 ORDER BY 1"),
-        &f,
-    )
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|r| {
-        obj(vec![
-            ("day", json!(r.get::<String, _>("day"))),
-            ("sent", json!(r.get::<i64, _>("sent"))),
-            ("delivered", json!(r.get::<i64, _>("delivered"))),
-            ("read", json!(r.get::<i64, _>("read"))),
-            ("failed", json!(r.get::<i64, _>("failed"))),
-        ])
-    })
-    .collect();
-    let g = |k: &str| json!(r.get::<i64, _>(k));
+    let days: Vec<Value> = bind(q!("SELECT f.day::text AS day, {counts} FROM {facts} f WHERE {SCOPE} GROUP BY 1 ORDER BY 1"), &f)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| obj(vec![("day", json!(r.get::<String, _>("day"))), ("sent", int(r, "sent")), ("delivered", int(r, "delivered")), ("read", int(r, "read")), ("failed", int(r, "failed"))]))
+        .collect();
     let v = json!({
-        "from": f.from.to_string(), "to": f.to.to_string(), "sent": g("sent"), "delivered": g("delivered"), "read": g("read"),
-        "failed": g("failed"), "pending": g("pending"), "failures": failures, "days": days,
+        "from": f.from.to_string(), "to": f.to.to_string(), "sent": int(&r, "sent"), "delivered": int(&r, "delivered"), "read": int(&r, "read"),
+        "failed": int(&r, "failed"), "pending": int(&r, "pending"), "failures": failures, "days": days,
     });
     respond(&f, v, "days")
 }

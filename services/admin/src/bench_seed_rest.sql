@@ -10,7 +10,7 @@ SELECT m.id, m.conversation_id, ch.tenant_id, 'input', 'balanced-moderation', 1,
        (ARRAY['violent-crimes', 'debated', 'eu-multimodal'])[1 + m.id % 3], (ARRAY['S1', 'debated', NULL])[1 + m.id % 3],
        (ARRAY['refuse', 'balanced', 'blocked_feature'])[1 + m.id % 3], m.id % 7 = 0, c.country, 'rules', m.created_at
 FROM messages m JOIN channels ch ON ch.id = m.channel_id JOIN conversations c ON c.id = m.conversation_id
-WHERE m.direction = 'in' AND m.platform_message_id LIKE 'bench-in-%' AND m.id % 20 = 0;
+WHERE m.direction = 'in' AND m.platform_message_id LIKE 'bench-in-%' AND m.id % 20 = 1;
 INSERT INTO expert_usage (day, layer, expert, tokens)
 SELECT $1::date - d, l, e, 1000 + (l * 31 + e * 17 + d) % 500 FROM generate_series(0, 29) d, generate_series(0, 7) l, generate_series(0, 15) e
 ON CONFLICT DO NOTHING;

@@ -12,6 +12,7 @@ mod body;
 mod config;
 pub mod error;
 mod openapi;
+pub mod rollup;
 
 use auth::{Caller, Role};
 use axum::Router;

@@ -335,6 +335,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let before = sqlx::query(sql!("DELETE FROM tenants WHERE id = $1 RETURNING {TENANT_COLS}")).bind(id).fetch_optional(&mut *tx).await?;
         let Some(before) = before.as_ref().map(tenant_row) else { return Ok(false) };
+        // Its messages are gone from every day: roll them all up again.
+        sqlx::query("DELETE FROM rollup_days").execute(&mut *tx).await?;
         audit(&mut tx, actor, "delete", "tenant", &id.to_string(), json(&before), None).await?;
         tx.commit().await?;
         Ok(true)
@@ -411,6 +413,7 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         let Some(before) = row.as_ref().map(channel_view) else { return Ok(false) };
+        sqlx::query("DELETE FROM rollup_days").execute(&mut *tx).await?;
         audit(&mut tx, actor, "delete", "channel", &id.to_string(), json(&before), None).await?;
         tx.commit().await?;
         Ok(true)
@@ -654,6 +657,15 @@ impl Store {
             let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).bind(&users);
             let convs = "SELECT id FROM conversations WHERE user_id = ANY($1)";
             let msgs = format!("SELECT id FROM messages WHERE conversation_id IN ({convs})");
+            // The days this user appears in are rolled up again (their rollups count them).
+            sqlx::query(sql!(
+                "DELETE FROM rollup_days WHERE day IN (
+                   SELECT (created_at AT TIME ZONE 'UTC')::date FROM messages WHERE conversation_id IN ({convs})
+                   UNION SELECT (created_at AT TIME ZONE 'UTC')::date FROM policy_decisions WHERE conversation_id IN ({convs}))"
+            ))
+            .bind(&users)
+            .execute(&mut *tx)
+            .await?;
             d.conversations = count("SELECT count(*) FROM conversations WHERE user_id = ANY($1)").fetch_one(&mut *tx).await?;
             d.messages = sqlx::query_scalar(sql!("SELECT count(*) FROM ({msgs}) m")).bind(&users).fetch_one(&mut *tx).await?;
             d.outbox = sqlx::query_scalar(sql!("SELECT count(*) FROM outbox WHERE inbound_id IN ({msgs})")).bind(&users).fetch_one(&mut *tx).await?;

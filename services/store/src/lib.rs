@@ -443,6 +443,17 @@ impl Store {
         .bind(&s.error_title)
         .execute(&self.pool)
         .await?;
+        if r.rows_affected() == 1 {
+            // A receipt for a message of a day whose rollups are final: that day is rolled up
+            // again (the newest days are refreshed anyway).
+            sqlx::query(
+                "DELETE FROM rollup_days WHERE day < (now() AT TIME ZONE 'UTC')::date - 1 AND day = (SELECT (m.created_at AT TIME ZONE 'UTC')::date
+                   FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE d.platform_message_id = $1)",
+            )
+            .bind(&s.platform_message_id)
+            .execute(&self.pool)
+            .await?;
+        }
         Ok(r.rows_affected() == 1)
     }
 }
