@@ -15,6 +15,11 @@ use std::collections::HashMap;
 
 // ---- tenants
 
+/// A stored tenant's policy settings as herd-policies reads them; errors name the field.
+fn policy_tenant(t: &TenantRow) -> Result<Tenant, (String, String)> {
+    Tenant::from_parts(&t.name, &t.principal_place_of_business, t.default_country.as_deref(), &t.packs, &t.overrides, t.meta_license_granted, t.multimodal)
+}
+
 fn tenant_fields(b: &Body, current: Option<&TenantRow>) -> ApiResult<TenantFields> {
     let cur_str = |f: fn(&TenantRow) -> String| current.map(f);
     let name = match b.opt_str("name")? {
@@ -236,7 +241,7 @@ pub async fn dry_run(State(st): State<AppState>, Path((name, version)): Path<(St
     let src = st.store.pack_source(&name, version).await?.ok_or_else(|| ApiError::not_found(format!("no version {version} of pack {name:?}")))?;
     let set = active_set(&st, Some((&name, &src))).await?;
     let row = st.store.tenant_row(tenant_id).await?.ok_or_else(|| ApiError::invalid("tenant_id", format!("no tenant {tenant_id}")))?;
-    let tenant = Tenant::from_parts(&row.name, &row.principal_place_of_business, row.default_country.as_deref(), &row.packs, &row.overrides, row.meta_license_granted, row.multimodal)
+    let tenant = policy_tenant(&row)
         .map_err(|(f, e)| ApiError::invalid(format!("tenant.{f}"), e))?;
     let platform = b.opt_str("platform")?.unwrap_or_else(|| "whatsapp".into());
     if herd_core::Platform::parse(&platform).is_none() {
@@ -266,7 +271,7 @@ pub async fn activate_pack(State(st): State<AppState>, Extension(c): Extension<C
     // Every tenant must still build with this version in place.
     let set = active_set(&st, Some((&name, &src))).await?;
     for t in st.store.tenant_rows().await? {
-        if let Ok(tenant) = Tenant::from_parts(&t.name, &t.principal_place_of_business, t.default_country.as_deref(), &t.packs, &t.overrides, t.meta_license_granted, t.multimodal) {
+        if let Ok(tenant) = policy_tenant(&t) {
             set.check_tenant(&tenant).map_err(|e| ApiError::invalid("version", format!("tenant {:?} would not build: {e}", t.name)))?;
         }
     }
