@@ -45,6 +45,8 @@ async fn the_dashboard_click_through_passes_in_headless_chromium() {
     // the editor's activate and rollback went through the API: both are in the audit log
     let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log WHERE target_type = 'policy_pack' ORDER BY id").fetch_all(&herd.store.pool).await.expect("audit");
     assert_eq!(actions, ["upload", "activate", "rollback"], "{log}");
-    let _ = std::fs::remove_dir_all(&out);
+    if std::env::var_os("HERD_KEEP_SCREENSHOTS").is_none() {
+        let _ = std::fs::remove_dir_all(&out);
+    }
     herd.stop().await;
 }
