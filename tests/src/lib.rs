@@ -182,6 +182,15 @@ pub async fn fresh_database() -> String {
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_string();
     let name = format!("herd_test_{}", unique());
     let pool = sqlx::PgPool::connect(&admin).await.expect("connect to PostgreSQL (DATABASE_URL)");
+    // Databases of test processes that have ended (`herd_test_<pid>_…`) are dropped: a test run
+    // leaves nothing behind but the databases of tests still running.
+    let old: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'herd\\_test\\_%'").fetch_all(&pool).await.unwrap_or_default();
+    for db in old {
+        let pid = db.trim_start_matches("herd_test_").split('_').next().unwrap_or_default();
+        if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))).execute(&pool).await;
+        }
+    }
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&pool).await.expect("create database");
     pool.close().await;
     format!("{base}/{name}")
