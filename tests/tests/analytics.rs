@@ -322,6 +322,13 @@ async fn analytics_equal_counts_computed_independently_and_csv_equals_json() {
         assert_eq!(herd.count("SELECT count(*) FROM rollup_days WHERE day BETWEEN '2026-11-20' AND '2026-11-22'").await, 3, "and rolled up again");
     }
 
+    // a rollup made while its day was still live is redone once the day has closed
+    let day0 = s.days[0].clone();
+    sqlx::query("UPDATE rollup_days SET computed_at = $1::date::timestamptz + interval '1 hour' WHERE day = $1::date").bind(&day0).execute(&herd.store.pool).await.expect("age");
+    sqlx::query("UPDATE rollup_volume SET messages_in = messages_in + 1000 WHERE day = $1::date").bind(&day0).execute(&herd.store.pool).await.expect("skew");
+    let redone = json(format!("volume?{RANGE}")).await;
+    assert_eq!(redone["days"][0]["messages_in"], v["days"][0]["messages_in"], "the provisional rollup was redone");
+
     // deleting a user's data takes them out of the rolled-up days too
     let (u0,): (i64,) = sqlx::query_as("SELECT id FROM users WHERE external_id = 'u0'").fetch_one(&herd.store.pool).await.expect("u0");
     let theirs = s.messages.iter().filter(|m| m.2 == u0 && m.3 == "in").count() as i64;

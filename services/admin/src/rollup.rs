@@ -5,7 +5,8 @@
 //! - A day without rollups is rolled up when a query first needs it (the request waits).
 //! - The [`LIVE_DAYS`] newest days (today and yesterday: new messages, receipts) are rolled up
 //!   again in the background when their rollups are older than [`REFRESH_SECS`]: their numbers
-//!   are at most that old.
+//!   are at most that old. A rollup made while its day was live is redone (the request waits)
+//!   the first time the day is queried after it closed.
 //! - Older days are final; a late change to one (a delivery receipt, a user's data deleted)
 //!   deletes its `rollup_days` row, cascading to its rollups, and the next query rolls it up again
 //!   (see `herd_store`).
@@ -132,20 +133,28 @@ pub async fn ensure(pool: &PgPool, from: chrono::NaiveDate, to: chrono::NaiveDat
     if last < from {
         return Ok(0);
     }
+    // A rollup made before its day was closed (day + LIVE_DAYS) is provisional: refreshed in the
+    // background while the day is live, redone now once the day is closed (its last refresh may
+    // have missed the end of the day).
     let rows: Vec<(chrono::NaiveDate, bool)> = sqlx::query_as(
-        "SELECT d::date, r.day IS NULL FROM generate_series($1::date, $2::date, interval '1 day') AS d
-         LEFT JOIN rollup_days r ON r.day = d::date
-         WHERE r.day IS NULL OR (d::date >= $3 AND r.computed_at < now() - make_interval(secs => $4)) ORDER BY 1",
+        "WITH days AS (
+           SELECT d::date AS day, r.day IS NULL AS missing,
+                  r.computed_at < ((d::date + $3::int)::timestamp AT TIME ZONE 'UTC') AS provisional,
+                  r.computed_at < now() - make_interval(secs => $4) AS old
+           FROM generate_series($1::date, $2::date, interval '1 day') AS d LEFT JOIN rollup_days r ON r.day = d::date)
+         SELECT day, missing OR (provisional AND day < $5) FROM days
+         WHERE missing OR (provisional AND (day < $5 OR old)) ORDER BY 1",
     )
     .bind(from)
     .bind(last)
-    .bind(live_from())
+    .bind(LIVE_DAYS as i32)
     .bind(REFRESH_SECS as f64)
+    .bind(live_from())
     .fetch_all(pool)
     .await?;
     let mut now = 0;
-    for (day, missing) in rows {
-        if missing {
+    for (day, now_needed) in rows {
+        if now_needed {
             roll_up(pool, day, true).await?;
             now += 1;
         } else {
