@@ -127,6 +127,7 @@ impl SchedulerStats {
 pub struct SchedulerHandle {
     tx: mpsc::SyncSender<Job>,
     capacity: usize,
+    paused: Arc<AtomicBool>,
     pub stats: Arc<SchedulerStats>,
 }
 
@@ -137,11 +138,25 @@ impl SchedulerHandle {
         let stats = Arc::new(SchedulerStats::default());
         let st = stats.clone();
         let capacity = cfg.queue_capacity.max(1);
+        let paused = Arc::new(AtomicBool::new(false));
+        let p = paused.clone();
         std::thread::Builder::new()
             .name("herd-scheduler".into())
-            .spawn(move || run(&model, &cfg, &rx, &st))
+            .spawn(move || run(&model, &cfg, &rx, &st, &p))
             .expect("spawning the scheduler thread");
-        Self { tx, capacity, stats }
+        Self { tx, capacity, paused, stats }
+    }
+
+    /// Stops taking steps (the step in progress finishes; requests still queue, up to the
+    /// bound) until [`SchedulerHandle::resume`]: for maintenance, and for tests that need several
+    /// requests admitted together.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
+    /// Takes steps again after [`SchedulerHandle::pause`].
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
     }
 
     /// Queues a request; fails at once when the queue is full.
@@ -219,7 +234,7 @@ fn intake(j: Job) -> Option<Seq> {
     }
 }
 
-fn run(model: &Model, cfg: &SchedulerConfig, rx: &mpsc::Receiver<Job>, stats: &SchedulerStats) {
+fn run(model: &Model, cfg: &SchedulerConfig, rx: &mpsc::Receiver<Job>, stats: &SchedulerStats, paused: &AtomicBool) {
     let mc = model.config();
     let pool = BlockPool::with_bytes(mc, cfg.kv_block_rows, cfg.kv_cache_bytes);
     let br = pool.block_rows();
@@ -232,7 +247,13 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &mpsc::Receiver<Job>, stats: &S
     stats.kv_block_bytes.store(pool.block_bytes(), Ordering::Relaxed);
     let mut waiting: VecDeque<Seq> = VecDeque::new();
     let mut running: Vec<Running> = Vec::new();
+    let wait_resumed = || {
+        while paused.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    };
     loop {
+        wait_resumed();
         // Take requests from the bounded queue only while they can be admitted, so the queue's
         // bound is the whole backlog. Block only when there is nothing to do.
         if running.is_empty() && waiting.is_empty() {
@@ -240,6 +261,7 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &mpsc::Receiver<Job>, stats: &S
                 Ok(j) => waiting.extend(intake(j)),
                 Err(_) => return,
             }
+            wait_resumed();
         }
         while waiting.is_empty() && running.len() < cfg.max_batch_size {
             match rx.try_recv() {

@@ -135,7 +135,10 @@ fn a_full_pool_preempts_the_newest_and_its_recomputed_output_is_unchanged() {
     let budget = (one_max + 2 * cfg.num_hidden_layers) * block;
     let sched = SchedulerHandle::start(model.clone(), SchedulerConfig { max_batch_size: 4, kv_cache_bytes: budget, ..Default::default() });
     let prompts: Vec<Vec<u32>> = (0..4).map(|i| prompt(8, 10 + i)).collect();
+    // All four are admitted together (paused while they queue), so they grow together.
+    sched.pause();
     let handles: Vec<_> = prompts.iter().map(|p| sched.submit(req(p.clone(), 40)).expect("queued")).collect();
+    sched.resume();
     for (p, h) in prompts.iter().zip(handles) {
         let mut streamed = vec![];
         let out = loop {
@@ -153,6 +156,7 @@ fn a_full_pool_preempts_the_newest_and_its_recomputed_output_is_unchanged() {
         assert_eq!(out, alone);
     }
     let st = &sched.stats;
+    assert_eq!(st.peak_running.load(Ordering::Relaxed), 4, "all four ran together");
     assert!(st.preemptions.load(Ordering::Relaxed) > 0, "the pool was meant to run out");
     assert!(st.peak_kv_blocks_used.load(Ordering::Relaxed) <= st.kv_blocks_total.load(Ordering::Relaxed));
     all_blocks_come_back(&sched);
