@@ -309,15 +309,21 @@ impl Herd {
     /// The stored policy (the shipped packs seeded as versions, tenants from the database),
     /// reloaded every 100 ms: what `herd serve` runs, so admin changes reach the workers.
     pub async fn store_policy(&self) -> Arc<dyn PolicyHook> {
-        herd_worker::StorePolicy::seed(&self.store, None).await.expect("seed packs");
+        self.seed_packs().await;
         let p = herd_worker::StorePolicy::load(&self.store, None).await.expect("stored policy");
         p.watch(self.store.clone(), Duration::from_millis(100), self.stop.subscribe());
         p
     }
 
+    /// Stores the shipped packs as versions (what start-up does).
+    async fn seed_packs(&self) {
+        let sources = herd_worker::StorePolicy::pack_sources(None).expect("shipped packs");
+        herd_worker::StorePolicy::seed(&self.store, &sources).await.expect("seed packs");
+    }
+
     /// Starts the admin API on a free port; returns its base URL (`http://127.0.0.1:port`).
     pub async fn start_admin(&self, requests_per_minute: u32) -> String {
-        herd_worker::StorePolicy::seed(&self.store, None).await.expect("seed packs");
+        self.seed_packs().await;
         let state = herd_admin::AppState::new(self.store.clone(), self.queue.clone(), requests_per_minute);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -331,7 +337,7 @@ impl Herd {
     /// Creates an API key with `role` (`admin` or `analyst`); returns `(id, key)`.
     pub async fn admin_key(&self, role: &str) -> (i64, String) {
         let role = herd_admin::auth::Role::parse(role).expect("admin or analyst");
-        herd_admin::auth::create_key(&self.store, "test", role).await.expect("create key")
+        herd_admin::auth::create_key(&self.store, &herd_admin::auth::cli_actor(), "test", role).await.expect("create key")
     }
 
     /// Stops the workers and the gateway.

@@ -69,11 +69,17 @@ pub fn new_key() -> std::io::Result<String> {
     Ok(format!("herd_{}", hex::encode(bytes)))
 }
 
-/// Creates a key: stores its hash, returns `(id, key)`. The key is shown once, never stored.
-pub async fn create_key(store: &herd_store::Store, name: &str, role: Role) -> Result<(i64, String), String> {
+/// Creates a key on behalf of `actor`: stores its hash, returns `(id, key)`. The key is shown
+/// once, never stored.
+pub async fn create_key(store: &herd_store::Store, actor: &herd_store::admin::Actor, name: &str, role: Role) -> Result<(i64, String), String> {
     let key = new_key().map_err(|e| format!("reading random bytes: {e}"))?;
-    let id = store.insert_api_key(name, role.as_str(), &key[..9], &hash_key(&key)).await.map_err(|e| e.to_string())?;
+    let id = store.insert_api_key(actor, name, role.as_str(), &key[..9], &hash_key(&key)).await.map_err(|e| e.to_string())?;
     Ok((id, key))
+}
+
+/// The actor of changes made from the command line.
+pub fn cli_actor() -> herd_store::admin::Actor {
+    herd_store::admin::Actor { key_id: None, name: "cli".into() }
 }
 
 fn bearer(req: &Request) -> Option<&str> {

@@ -320,8 +320,7 @@ pub async fn create_key(State(st): State<AppState>, Extension(c): Extension<Call
     let name = b.str("name")?;
     let role_s = b.str("role")?;
     let role = crate::auth::Role::parse(&role_s).ok_or_else(|| ApiError::invalid("role", format!("must be admin or analyst, got {role_s:?}")))?;
-    let key = crate::auth::new_key().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("random source: {e}")))?;
-    let id = st.store.insert_api_key(&name, role.as_str(), &key[..9], &crate::auth::hash_key(&key)).await?;
+    let (id, key) = crate::auth::create_key(&st.store, &c.actor(), &name, role).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     tracing::info!(by = c.key_id, id, role = role.as_str(), "API key created");
     Ok((StatusCode::CREATED, Json(json!({ "id": id, "name": name, "role": role.as_str(), "key": key }))))
 }

@@ -148,7 +148,7 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// 200 when PostgreSQL and Redis answer, 503 naming what does not.
 async fn ready(State(st): State<AppState>) -> Response {
-    let pg = sqlx::query("SELECT 1").execute(st.store.pool()).await.is_ok();
+    let pg = st.store.ping().await.is_ok();
     let redis = st.queue.ping().await.is_ok();
     let body = serde_json::json!({ "postgres": pg, "redis": redis });
     let status = if pg && redis { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

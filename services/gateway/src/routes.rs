@@ -90,8 +90,10 @@ async fn receive(State(st): State<AppState>, Path(p): Path<String>, headers: Hea
         Ok(_) => "ok",
         Err(e) => e.code(),
     };
-    metrics::counter!("herd_webhook_requests_total", "platform" => p.clone(), "outcome" => outcome).increment(1);
-    metrics::histogram!("herd_webhook_seconds", "platform" => p).record(started.elapsed().as_secs_f64());
+    // The label is a known platform or `unknown`, never the raw path (unbounded series).
+    let label = Platform::parse(&p).map_or("unknown", |pl| pl.as_str());
+    metrics::counter!("herd_webhook_requests_total", "platform" => label, "outcome" => outcome).increment(1);
+    metrics::histogram!("herd_webhook_seconds", "platform" => label).record(started.elapsed().as_secs_f64());
     result
 }
 

@@ -91,8 +91,8 @@ pub fn pack_set(dir: Option<&Path>) -> Result<herd_policies::PolicySet> {
     }
 }
 
+/// The admin API and dashboard on `admin.listen` (the packs are seeded by the caller).
 pub async fn run_admin(s: &Settings, store: Store, queue: Queue, shutdown: watch::Receiver<bool>) -> Result<()> {
-    seed_packs(s, &store).await?;
     let state = herd_admin::AppState::new(store, queue, s.admin.requests_per_minute);
     let listener = tokio::net::TcpListener::bind(&s.admin.listen).await.with_context(|| format!("listening on {} (admin.listen)", s.admin.listen))?;
     tracing::info!(listen = %s.admin.listen, "admin API and dashboard at /admin/");
@@ -103,9 +103,10 @@ pub async fn run_admin(s: &Settings, store: Store, queue: Queue, shutdown: watch
 /// unless an admin chose another version.
 pub async fn seed_packs(s: &Settings, store: &Store) -> Result<()> {
     let dir = (!s.policies.packs_dir.is_empty()).then(|| Path::new(&s.policies.packs_dir));
+    let sources = StorePolicy::pack_sources(dir).map_err(|e| anyhow::anyhow!("policy packs: {e}"))?;
     // Checks the packs as a set (groups, references) before storing any of them.
-    pack_set(dir)?;
-    StorePolicy::seed(store, dir).await.map_err(|e| anyhow::anyhow!("policy packs: {e}"))
+    herd_policies::PolicySet::from_sources(sources.iter().map(|(n, _, src)| (n.as_str(), src.as_str()))).map_err(|e| anyhow::anyhow!("policy packs: {e}"))?;
+    StorePolicy::seed(store, &sources).await.map_err(|e| anyhow::anyhow!("policy packs: {e}"))
 }
 
 /// The policy as stored (the packs herd runs with seeded as versions first), reloaded every
@@ -207,7 +208,7 @@ pub async fn run_worker_probes(s: &Settings, store: Store, queue: Queue, shutdow
     let ready = move || {
         let (store, queue) = (store.clone(), queue.clone());
         async move {
-            let pg = sqlx_ping(&store).await;
+            let pg = store.ping().await.is_ok();
             let redis = queue.ping().await.is_ok();
             // The model is loaded before the workers start; this server starts with them.
             let status = if pg && redis { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
@@ -223,6 +224,3 @@ pub async fn run_worker_probes(s: &Settings, store: Store, queue: Queue, shutdow
     axum::serve(listener, app).with_graceful_shutdown(wait(shutdown)).await.context("serving worker probes")
 }
 
-async fn sqlx_ping(store: &Store) -> bool {
-    store.ping().await.is_ok()
-}

@@ -362,8 +362,7 @@ impl Queue {
 
     /// The tenant's monthly active users of `month` (`YYYY-MM`).
     pub async fn monthly_active_users(&self, tenant_id: i64, month: &str) -> Result<u64> {
-        let mut c = self.conn.clone();
-        Ok(redis::cmd("PFCOUNT").arg(self.key(&format!("mau:{tenant_id}:{month}"))).query_async(&mut c).await?)
+        self.monthly_active_users_of(&[tenant_id], month).await
     }
 
     /// The turn stream's length, its entries read but not acknowledged, and the consumer group's

@@ -207,7 +207,7 @@ impl Store {
     // ---- API keys
 
     /// Stores a key's hash; returns its id.
-    pub async fn insert_api_key(&self, name: &str, role: &str, prefix: &str, hash: &str) -> Result<i64> {
+    pub async fn insert_api_key(&self, actor: &Actor, name: &str, role: &str, prefix: &str, hash: &str) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar("INSERT INTO api_keys (name, role, prefix, key_hash) VALUES ($1, $2, $3, $4) RETURNING id")
             .bind(name)
@@ -216,9 +216,8 @@ impl Store {
             .bind(hash)
             .fetch_one(&mut *tx)
             .await?;
-        let actor = Actor { key_id: None, name: "cli".into() };
         let after = serde_json::json!({ "id": id, "name": name, "role": role, "prefix": prefix });
-        audit(&mut tx, &actor, "create", "api_key", &id.to_string(), None, Some(after)).await?;
+        audit(&mut tx, actor, "create", "api_key", &id.to_string(), None, Some(after)).await?;
         tx.commit().await?;
         Ok(id)
     }

@@ -217,12 +217,12 @@ impl StorePolicy {
             .collect()
     }
 
-    /// Stores the packs of `dir` (or the shipped ones) as versions; each becomes active unless an
-    /// admin chose the active version of its pack.
-    pub async fn seed(store: &herd_store::Store, dir: Option<&std::path::Path>) -> Result<(), String> {
-        for (name, version, src) in Self::pack_sources(dir)? {
-            let v = i32::try_from(version).map_err(|_| format!("pack {name}: version {version} is too large"))?;
-            store.seed_pack_version(&name, v, &src).await.map_err(|e| e.to_string())?;
+    /// Stores packs (from [`StorePolicy::pack_sources`]) as versions; each becomes active unless
+    /// an admin chose the active version of its pack.
+    pub async fn seed(store: &herd_store::Store, sources: &[(String, u32, String)]) -> Result<(), String> {
+        for (name, version, src) in sources {
+            let v = i32::try_from(*version).map_err(|_| format!("pack {name}: version {version} is too large"))?;
+            store.seed_pack_version(name, v, src).await.map_err(|e| e.to_string())?;
         }
         Ok(())
     }
