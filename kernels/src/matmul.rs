@@ -2,23 +2,27 @@
 //! - [`linear`]: `W [out, in]` (PyTorch `nn.Linear`), `y = x · Wᵀ`;
 //! - [`matmul_xw`]: `W [in, out]` (Llama 4's fused expert tensors), `y = x · W`.
 //!
-//! Few tokens (decode) take streaming kernels: every task reads a contiguous run of weight rows
-//! once, whatever `T` is — what bounds decode speed is reading each active weight once. Many
-//! tokens (prefill) take the `gemm` crate on column slabs, one per task; half-precision weights
-//! are widened slab by slab into a per-thread scratch buffer first.
+//! Fewer than [`GEMM_MIN_TOKENS`] tokens (decode, batched decode) take streaming kernels: every
+//! task reads a contiguous run of weight rows from memory once, whatever `T` is, prefetching the
+//! rows that follow, and folds them into all tokens from L1 (register tiles of 3 rows × 4 tokens
+//! for `linear`, four rows at a time for `matmul_xw`). Many tokens (prefill) take the `gemm` crate
+//! on column slabs, one per task; half-precision weights are widened slab by slab into a
+//! per-thread scratch buffer first.
 
 use crate::pool::{parallel_for, threads};
-use crate::simd::{axpy, axpy4, dot, dot_multi, widen};
+use crate::simd::{axpy, axpy4, dot_tile, widen};
 use crate::{SendPtr, WeightRef};
 use gemm::Parallelism;
 use std::cell::RefCell;
 
-/// From this many tokens on, products go through `gemm` instead of the streaming kernels
-/// (measured on bench16: 8 and 32 give the same batch-16 decode speed).
-pub const GEMM_MIN_TOKENS: usize = 8;
+/// From this many tokens on, products go through `gemm` instead of the streaming kernels.
+/// Measured with `cargo run --release -p herd-kernels --example kbench` (2 threads, bench16
+/// shapes): the tiled kernel beats `gemm` up to 64 tokens (145–170 against 70 GFLOP/s at 16),
+/// ties at 128 and loses by 5–10% from 256 on.
+pub const GEMM_MIN_TOKENS: usize = 128;
 
-/// Output columns per tile of the small-batch `x · W` kernel.
-const XW_TILE: usize = 512;
+/// Bytes of partial sums ([T, tile columns]) the small-batch `x · W` kernel keeps per tile (in L1).
+const XW_TILE_BYTES: usize = 32 * 1024;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -46,29 +50,75 @@ pub fn linear(x: &[f32], t: usize, w: WeightRef<'_>, out_dim: usize, in_dim: usi
         linear_gemm(x, t, w, out_dim, in_dim, y);
         return;
     }
+    linear_tiled(x, w, out_dim, in_dim, y);
+}
+
+/// Weight rows per register tile of [`linear_tiled`].
+const TILE_ROWS: usize = 3;
+/// Tokens per register tile of [`linear_tiled`].
+const TILE_TOKENS: usize = 4;
+
+/// The few-token `x · Wᵀ`: each task takes a run of weight rows, three at a time; the three rows
+/// meet every token, four tokens at a time, in a register tile ([`dot_tile`]), so a weight row is
+/// read from memory once and from L1 for the other tokens.
+fn linear_tiled(x: &[f32], w: WeightRef<'_>, out_dim: usize, in_dim: usize, y: &mut [f32]) {
     let rows: Vec<&[f32]> = x.chunks_exact(in_dim).collect();
     let yp = SendPtr(y.as_mut_ptr());
-    let per = per_task(out_dim, 8);
+    let per = per_task(out_dim, 8).next_multiple_of(TILE_ROWS);
     parallel_for(out_dim.div_ceil(per), &|task| {
         let (o0, o1) = (task * per, ((task + 1) * per).min(out_dim));
-        let mut out4 = [0f32; 4];
-        for o in o0..o1 {
-            let wr = w.slice(o * in_dim, in_dim);
-            let mut ti = 0;
-            while ti + 4 <= t {
-                dot_multi(wr, &rows[ti..ti + 4], &mut out4);
-                for (j, v) in out4.iter().enumerate() {
-                    // SAFETY: element (ti + j, o) is written by this task only: o is in its range.
-                    unsafe { *yp.get().add((ti + j) * out_dim + o) = *v };
+        let mut o = o0;
+        while o < o1 {
+            let r = (o1 - o).min(TILE_ROWS);
+            // SAFETY: rows [o, o + r) of every token belong to this task.
+            unsafe {
+                match r {
+                    3 => row_tile::<3>(&rows, w, o, o1, in_dim, yp, out_dim),
+                    2 => row_tile::<2>(&rows, w, o, o1, in_dim, yp, out_dim),
+                    _ => row_tile::<1>(&rows, w, o, o1, in_dim, yp, out_dim),
                 }
-                ti += 4;
             }
-            for (tt, row) in rows.iter().enumerate().skip(ti) {
-                // SAFETY: as above.
-                unsafe { *yp.get().add(tt * out_dim + o) = dot(wr, row) };
-            }
+            o += r;
         }
     });
+}
+
+/// `y[tok, o..o + R] = rows[tok] · W[o..o + R]ᵀ` for every token; the next `R` rows (when below
+/// `end`) are prefetched during the first token group.
+///
+/// # Safety
+/// `y` (through `yp`) must be `[rows.len(), out_dim]` and no other thread may write its columns
+/// `[o, o + R)`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn row_tile<const R: usize>(rows: &[&[f32]], w: WeightRef<'_>, o: usize, end: usize, in_dim: usize, yp: SendPtr, out_dim: usize) {
+    let wr: [WeightRef<'_>; R] = std::array::from_fn(|r| w.slice((o + r) * in_dim, in_dim));
+    let next = (o + 2 * R <= end).then(|| w.slice((o + R) * in_dim, R * in_dim));
+    let put = |t0: usize, vals: &[f32], c: usize, r: usize| {
+        // SAFETY: element (t0 + c, o + r) is in bounds and written by this task only (caller).
+        unsafe { *yp.get().add((t0 + c) * out_dim + o + r) = vals[c] };
+    };
+    let mut t0 = 0;
+    while t0 < rows.len() {
+        let c = (rows.len() - t0).min(TILE_TOKENS);
+        let xs = &rows[t0..t0 + c];
+        macro_rules! tile {
+            ($c:literal) => {{
+                let out = dot_tile::<R, $c>(wr, std::array::from_fn(|j| xs[j]), if t0 == 0 { next } else { None });
+                for (r, vals) in out.iter().enumerate() {
+                    for j in 0..$c {
+                        put(t0, vals, j, r);
+                    }
+                }
+            }};
+        }
+        match c {
+            4 => tile!(4),
+            3 => tile!(3),
+            2 => tile!(2),
+            _ => tile!(1),
+        }
+        t0 += c;
+    }
 }
 
 /// `y[T, out] = x[T, in] · W` (or `+=` when `accumulate`) with `W` stored `[in, out]`.
@@ -95,6 +145,9 @@ pub fn matmul_xw(x: &[f32], t: usize, w: WeightRef<'_>, in_dim: usize, out_dim: 
     // per four rows), so every weight element is read once for all tokens.
     let tasks = threads().min(in_dim.div_ceil(32)).max(1);
     let per = in_dim.div_ceil(tasks);
+    // Whole weight rows when the sums fit (the rows then stream in address order), else
+    // column tiles of at least 64.
+    let tile = (XW_TILE_BYTES / (4 * t)).max(64).min(out_dim);
     let mut partial = vec![0f32; tasks * t * out_dim];
     let pp = SendPtr(partial.as_mut_ptr());
     parallel_for(tasks, &|task| {
@@ -103,7 +156,7 @@ pub fn matmul_xw(x: &[f32], t: usize, w: WeightRef<'_>, in_dim: usize, out_dim: 
         let part = unsafe { std::slice::from_raw_parts_mut(pp.get().add(task * t * out_dim), t * out_dim) };
         let mut c0 = 0;
         while c0 < out_dim {
-            let n = XW_TILE.min(out_dim - c0);
+            let n = tile.min(out_dim - c0);
             let mut h = h0;
             while h + 4 <= h1 {
                 let rows = [0, 1, 2, 3].map(|j| w.slice((h + j) * out_dim + c0, n));
@@ -111,7 +164,7 @@ pub fn matmul_xw(x: &[f32], t: usize, w: WeightRef<'_>, in_dim: usize, out_dim: 
                     let xr = &x[tt * in_dim + h..tt * in_dim + h + 4];
                     if xr.iter().any(|v| *v != 0.0) {
                         let a = [xr[0], xr[1], xr[2], xr[3]];
-                        axpy4(&mut part[tt * out_dim + c0..tt * out_dim + c0 + n], a, rows);
+                        axpy4(&mut part[tt * out_dim + c0..tt * out_dim + c0 + n], a, rows, if tt == 0 { 4 * out_dim } else { 0 });
                     }
                 }
                 h += 4;
@@ -275,7 +328,7 @@ mod tests {
             let w = data(inn * out, 3);
             let wb: Vec<bf16> = w.iter().map(|v| bf16::from_f32(*v)).collect();
             let wh: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
-            for t in [1usize, 3, 4, 5, 8, 19, 33] {
+            for t in [1usize, 3, 4, 5, 8, 19, 33, 130] {
                 let x = data(t * inn, t as u64);
                 for wr in [WeightRef::F32(&w), WeightRef::Bf16(&wb), WeightRef::F16(&wh)] {
                     let mut y = vec![f32::NAN; t * out];

@@ -38,26 +38,53 @@ pub fn dot(w: WeightRef<'_>, x: &[f32]) -> f32 {
     dot_scalar(w, x)
 }
 
-/// Dot products of one weight row with up to four activation rows: `out[j] = w . xs[j]`.
-pub fn dot_multi(w: WeightRef<'_>, xs: &[&[f32]], out: &mut [f32]) {
-    debug_assert_eq!(xs.len(), out.len());
+/// A register tile of dot products: `out[r][c] = w[r] . x[c]` for `R` weight rows and `C`
+/// activation rows of one length. Every weight element is loaded once for all `C` rows, every
+/// activation element once for all `R` rows (the small-batch `x · Wᵀ` kernel's inner step).
+/// `next` (`R` rows of the same length, e.g. the following tile's) is prefetched meanwhile.
+pub fn dot_tile<const R: usize, const C: usize>(
+    w: [WeightRef<'_>; R],
+    x: [&[f32]; C],
+    next: Option<WeightRef<'_>>,
+) -> [[f32; C]; R] {
+    let n = x.first().map_or(0, |v| v.len());
+    assert!(w.iter().all(|r| r.len() == n) && x.iter().all(|v| v.len() == n), "dot_tile: length mismatch");
+    assert!(next.is_none_or(|p| p.len() == R * n), "dot_tile: next is not R rows");
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() && xs.len() == 4 && xs.iter().all(|x| x.len() == w.len()) {
-        let p = [xs[0].as_ptr(), xs[1].as_ptr(), xs[2].as_ptr(), xs[3].as_ptr()];
-        // SAFETY: features checked; all four rows have w.len() elements.
-        let r = unsafe {
-            match w {
-                WeightRef::F32(w) => avx2::dot4_f32(w.as_ptr(), p, w.len()),
-                WeightRef::Bf16(w) => avx2::dot4_bf16(w.as_ptr(), p, w.len()),
-                WeightRef::F16(w) => avx2::dot4_f16(w.as_ptr(), p, w.len()),
-            }
-        };
-        out.copy_from_slice(&r);
-        return;
+    if has_avx2() {
+        let xp = x.map(<[f32]>::as_ptr);
+        macro_rules! go {
+            ($var:ident, $f:ident) => {
+                if let WeightRef::$var(_) = w[0] {
+                    let pre = match next {
+                        Some(WeightRef::$var(s)) => Some(s.as_ptr()),
+                        _ => None,
+                    };
+                    let mut p = [std::ptr::null(); R];
+                    if w.iter().zip(p.iter_mut()).all(|(r, p)| match r {
+                        WeightRef::$var(s) => {
+                            *p = s.as_ptr();
+                            true
+                        }
+                        _ => false,
+                    }) {
+                        // SAFETY: features checked; every row has n elements.
+                        return unsafe { avx2::$f::<R, C>(p, xp, n, pre) };
+                    }
+                }
+            };
+        }
+        go!(F32, tile_f32);
+        go!(Bf16, tile_bf16);
+        go!(F16, tile_f16);
     }
-    for (o, x) in out.iter_mut().zip(xs) {
-        *o = dot(w, x);
+    let mut out = [[0f32; C]; R];
+    for (o, wr) in out.iter_mut().zip(w) {
+        for (v, xr) in o.iter_mut().zip(x) {
+            *v = dot_scalar(wr, xr);
+        }
     }
+    out
 }
 
 /// `y[i] += a * w[i]`.
@@ -80,7 +107,8 @@ pub fn axpy(y: &mut [f32], a: f32, w: WeightRef<'_>) {
 
 /// `y[i] += a[0] * w[0][i] + a[1] * w[1][i] + a[2] * w[2][i] + a[3] * w[3][i]`: four weight rows
 /// folded into `y` with one load and store of `y` (the small-batch `x · W` kernel's inner step).
-pub fn axpy4(y: &mut [f32], a: [f32; 4], w: [WeightRef<'_>; 4]) {
+/// When `ahead > 0`, the elements `ahead` past each row's (the rows to come) are prefetched.
+pub fn axpy4(y: &mut [f32], a: [f32; 4], w: [WeightRef<'_>; 4], ahead: usize) {
     assert!(w.iter().all(|r| r.len() == y.len()), "axpy4: length mismatch");
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
@@ -88,13 +116,13 @@ pub fn axpy4(y: &mut [f32], a: [f32; 4], w: [WeightRef<'_>; 4]) {
         unsafe {
             match w {
                 [WeightRef::F32(a0), WeightRef::F32(a1), WeightRef::F32(a2), WeightRef::F32(a3)] => {
-                    return avx2::axpy4_f32(y.as_mut_ptr(), a, [a0.as_ptr(), a1.as_ptr(), a2.as_ptr(), a3.as_ptr()], y.len());
+                    return avx2::axpy4_f32(y.as_mut_ptr(), a, [a0.as_ptr(), a1.as_ptr(), a2.as_ptr(), a3.as_ptr()], y.len(), ahead);
                 }
                 [WeightRef::Bf16(a0), WeightRef::Bf16(a1), WeightRef::Bf16(a2), WeightRef::Bf16(a3)] => {
-                    return avx2::axpy4_bf16(y.as_mut_ptr(), a, [a0.as_ptr(), a1.as_ptr(), a2.as_ptr(), a3.as_ptr()], y.len());
+                    return avx2::axpy4_bf16(y.as_mut_ptr(), a, [a0.as_ptr(), a1.as_ptr(), a2.as_ptr(), a3.as_ptr()], y.len(), ahead);
                 }
                 [WeightRef::F16(a0), WeightRef::F16(a1), WeightRef::F16(a2), WeightRef::F16(a3)] => {
-                    return avx2::axpy4_f16(y.as_mut_ptr(), a, [a0.as_ptr(), a1.as_ptr(), a2.as_ptr(), a3.as_ptr()], y.len());
+                    return avx2::axpy4_f16(y.as_mut_ptr(), a, [a0.as_ptr(), a1.as_ptr(), a2.as_ptr(), a3.as_ptr()], y.len(), ahead);
                 }
                 _ => {}
             }
@@ -179,13 +207,66 @@ mod avx2 {
     }
 
     macro_rules! kernels {
-        ($t:ty, $ld:ident, $dot:ident, $dot4:ident, $axpy:ident, $axpy4:ident) => {
+        ($t:ty, $ld:ident, $dot:ident, $axpy:ident, $axpy4:ident, $tile:ident) => {
             #[target_feature(enable = "avx2,fma,f16c")]
-            pub unsafe fn $axpy4(y: *mut f32, a: [f32; 4], w: [*const $t; 4], n: usize) {
+            pub unsafe fn $tile<const R: usize, const C: usize>(
+                w: [*const $t; R],
+                x: [*const f32; C],
+                n: usize,
+                prefetch: Option<*const $t>,
+            ) -> [[f32; C]; R] {
+                unsafe {
+                    let mut acc = [[_mm256_setzero_ps(); C]; R];
+                    let mut wv = [_mm256_setzero_ps(); R];
+                    let mut i = 0;
+                    while i + 8 <= n {
+                        for r in 0..R {
+                            wv[r] = $ld(w[r].add(i));
+                            if let Some(p) = prefetch
+                                && (i * size_of::<$t>()) % 64 == 0
+                            {
+                                _mm_prefetch::<_MM_HINT_T0>(p.add(r * n + i) as *const i8);
+                            }
+                        }
+                        for c in 0..C {
+                            let xv = _mm256_loadu_ps(x[c].add(i));
+                            for r in 0..R {
+                                acc[r][c] = _mm256_fmadd_ps(wv[r], xv, acc[r][c]);
+                            }
+                        }
+                        i += 8;
+                    }
+                    let mut out = [[0f32; C]; R];
+                    for r in 0..R {
+                        for c in 0..C {
+                            out[r][c] = hsum(acc[r][c]);
+                        }
+                    }
+                    while i < n {
+                        for r in 0..R {
+                            let wv = f32::from(*w[r].add(i));
+                            for c in 0..C {
+                                out[r][c] += wv * *x[c].add(i);
+                            }
+                        }
+                        i += 1;
+                    }
+                    out
+                }
+            }
+
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub unsafe fn $axpy4(y: *mut f32, a: [f32; 4], w: [*const $t; 4], n: usize, ahead: usize) {
                 unsafe {
                     let av = [_mm256_set1_ps(a[0]), _mm256_set1_ps(a[1]), _mm256_set1_ps(a[2]), _mm256_set1_ps(a[3])];
                     let mut i = 0;
                     while i + 16 <= n {
+                        if ahead > 0 && (i * size_of::<$t>()) % 64 == 0 {
+                            for j in 0..4 {
+                                // A prefetch never faults; the address may lie past the matrix.
+                                _mm_prefetch::<_MM_HINT_T0>(w[j].wrapping_add(i + ahead) as *const i8);
+                            }
+                        }
                         let mut y0 = _mm256_loadu_ps(y.add(i));
                         let mut y1 = _mm256_loadu_ps(y.add(i + 8));
                         for j in 0..4 {
@@ -242,42 +323,6 @@ mod avx2 {
             }
 
             #[target_feature(enable = "avx2,fma,f16c")]
-            pub unsafe fn $dot4(w: *const $t, x: [*const f32; 4], n: usize) -> [f32; 4] {
-                unsafe {
-                    let mut a = [_mm256_setzero_ps(); 8];
-                    let mut i = 0;
-                    while i + 16 <= n {
-                        let w0 = $ld(w.add(i));
-                        let w1 = $ld(w.add(i + 8));
-                        for j in 0..4 {
-                            a[j] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[j].add(i)), a[j]);
-                            a[j + 4] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[j].add(i + 8)), a[j + 4]);
-                        }
-                        i += 16;
-                    }
-                    while i + 8 <= n {
-                        let w0 = $ld(w.add(i));
-                        for j in 0..4 {
-                            a[j] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[j].add(i)), a[j]);
-                        }
-                        i += 8;
-                    }
-                    let mut out = [0f32; 4];
-                    for j in 0..4 {
-                        out[j] = hsum(_mm256_add_ps(a[j], a[j + 4]));
-                    }
-                    while i < n {
-                        let wv = f32::from(*w.add(i));
-                        for j in 0..4 {
-                            out[j] += wv * *x[j].add(i);
-                        }
-                        i += 1;
-                    }
-                    out
-                }
-            }
-
-            #[target_feature(enable = "avx2,fma,f16c")]
             pub unsafe fn $axpy(y: *mut f32, a: f32, w: *const $t, n: usize) {
                 unsafe {
                     let av = _mm256_set1_ps(a);
@@ -325,9 +370,9 @@ mod avx2 {
     widen!(bf16, ld_bf16, widen_bf16);
     widen!(f16, ld_f16, widen_f16);
 
-    kernels!(f32, ld_f32, dot_f32, dot4_f32, axpy_f32, axpy4_f32);
-    kernels!(bf16, ld_bf16, dot_bf16, dot4_bf16, axpy_bf16, axpy4_bf16);
-    kernels!(f16, ld_f16, dot_f16, dot4_f16, axpy_f16, axpy4_f16);
+    kernels!(f32, ld_f32, dot_f32, axpy_f32, axpy4_f32, tile_f32);
+    kernels!(bf16, ld_bf16, dot_bf16, axpy_bf16, axpy4_bf16, tile_bf16);
+    kernels!(f16, ld_f16, dot_f16, axpy_f16, axpy4_f16, tile_f16);
 }
 
 #[cfg(test)]
@@ -348,11 +393,22 @@ mod tests {
             for wr in [WeightRef::F32(&w), WeightRef::Bf16(&wb), WeightRef::F16(&wh)] {
                 let want = dot_scalar(wr, &x);
                 assert!((dot(wr, &x) - want).abs() < 1e-4 * n as f32, "dot n={n} {wr:?}");
-                let xs = [&x[..], &w[..], &x[..], &w[..]];
-                let mut out = [0f32; 4];
-                dot_multi(wr, &xs, &mut out);
-                for (o, xv) in out.iter().zip(xs) {
-                    assert!((o - dot_scalar(wr, xv)).abs() < 1e-4 * n as f32, "dot4 n={n}");
+                let (x2, x3) = (data(n, 5), data(n, 6));
+                let xs = [&x[..], &w[..], &x2[..], &x3[..]];
+                let rows3 = [wr, wr.slice(0, n), wr];
+                let pre: Vec<f32> = vec![0.0; 3 * n];
+                for next in [None, Some(WeightRef::F32(&pre))] {
+                    let out = dot_tile::<3, 4>(rows3, xs, next);
+                    let out1 = dot_tile::<1, 3>([wr], [xs[1], xs[2], xs[3]], None);
+                    for (r, row) in out.iter().enumerate() {
+                        for (c, (o, xv)) in row.iter().zip(xs).enumerate() {
+                            let want = dot_scalar(rows3[r], xv);
+                            assert!((o - want).abs() < 1e-4 * n as f32, "dot_tile n={n} r={r} c={c}");
+                            if c > 0 && r == 0 {
+                                assert!((out1[0][c - 1] - want).abs() < 1e-4 * n as f32, "dot_tile<1,3> n={n}");
+                            }
+                        }
+                    }
                 }
                 let mut wide = vec![0f32; n];
                 widen(wr, &mut wide);
@@ -372,7 +428,7 @@ mod tests {
                 let a = [0.5, -1.25, 0.75, 2.0];
                 let mut y3 = w.clone();
                 let mut y4 = w.clone();
-                axpy4(&mut y3, a, rows);
+                axpy4(&mut y3, a, rows, if n > 16 { n / 2 } else { 0 });
                 for (ai, ri) in a.iter().zip(rows) {
                     axpy_scalar(&mut y4, *ai, ri);
                 }
