@@ -10,7 +10,8 @@ use crate::error::Result;
 use crate::weights::{Weight, WeightSource};
 use candle_core::DType;
 use herd_kernels::activation::{sigmoid, silu_mul};
-use herd_kernels::matmul::{linear, matmul_xw};
+use herd_kernels::WeightRef;
+use herd_kernels::matmul::{XwJob, linear, matmul_xw_many};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `down(silu(gate(x)) * up(x))`.
@@ -105,32 +106,34 @@ impl Moe {
             }
         }
         // Each expert on its tokens only: expert(score * x) (the score scales the expert's input).
-        let gu_w = self.gate_up_proj.view();
-        let down_w = self.down_proj.view();
-        let mut xs = Vec::new();
-        let mut gu = Vec::new();
-        let mut act = Vec::new();
-        let mut out = Vec::new();
+        // The rows of all experts are laid out one expert after the other (`starts`), and each
+        // of the two products runs for all experts in one parallel loop.
+        let mut starts = Vec::with_capacity(e + 1);
+        let mut xs = Vec::with_capacity(t * self.top_k * h);
         for (ex, toks) in routed.iter().enumerate() {
-            if toks.is_empty() {
-                continue;
+            starts.push(xs.len() / h);
+            if !toks.is_empty() {
+                self.counts[ex].fetch_add(toks.len() as u64, Ordering::Relaxed);
             }
-            self.counts[ex].fetch_add(toks.len() as u64, Ordering::Relaxed);
-            let n = toks.len();
-            xs.clear();
             for &(tok, score) in toks {
                 xs.extend(x[tok * h..(tok + 1) * h].iter().map(|v| v * score));
             }
-            gu.resize(n * 2 * i, 0.0);
-            matmul_xw(&xs, n, gu_w.slice(ex * h * 2 * i, h * 2 * i), h, 2 * i, &mut gu, false); // [n, 2I]
-            act.resize(n * i, 0.0);
-            for (row, a) in gu.chunks_exact(2 * i).zip(act.chunks_exact_mut(i)) {
-                silu_mul(&row[..i], &row[i..], a); // up * silu(gate)
-            }
-            out.resize(n * h, 0.0);
-            matmul_xw(&act, n, down_w.slice(ex * i * h, i * h), i, h, &mut out, false); // [n, H]
+        }
+        let rows = xs.len() / h;
+        starts.push(rows);
+        let (gu_w, down_w) = (self.gate_up_proj.view(), self.down_proj.view());
+        let mut gu = vec![0f32; rows * 2 * i];
+        matmul_xw_many(&mut jobs(&xs, &mut gu, &starts, h, 2 * i, |ex| gu_w.slice(ex * h * 2 * i, h * 2 * i)));
+        let mut act = vec![0f32; rows * i];
+        for (row, a) in gu.chunks_exact(2 * i).zip(act.chunks_exact_mut(i)) {
+            silu_mul(&row[..i], &row[i..], a); // up * silu(gate)
+        }
+        let mut out = vec![0f32; rows * h];
+        matmul_xw_many(&mut jobs(&act, &mut out, &starts, i, h, |ex| down_w.slice(ex * i * h, i * h)));
+        for (ex, toks) in routed.iter().enumerate() {
             for (r, &(tok, _)) in toks.iter().enumerate() {
-                for (a, b) in y[tok * h..(tok + 1) * h].iter_mut().zip(&out[r * h..(r + 1) * h]) {
+                let src = &out[(starts[ex] + r) * h..(starts[ex] + r + 1) * h];
+                for (a, b) in y[tok * h..(tok + 1) * h].iter_mut().zip(src) {
                     *a += b;
                 }
             }
@@ -154,6 +157,29 @@ impl Moe {
     pub fn bytes(&self) -> usize {
         self.router.bytes() + self.gate_up_proj.bytes() + self.down_proj.bytes() + self.shared_expert.bytes()
     }
+}
+
+/// One `y += x · W` job per expert with rows: expert `ex` owns rows `starts[ex]..starts[ex + 1]`
+/// of `x [rows, in]` and `y [rows, out]`, and the weight `w(ex)`.
+fn jobs<'a>(
+    x: &'a [f32],
+    y: &'a mut [f32],
+    starts: &[usize],
+    in_dim: usize,
+    out_dim: usize,
+    w: impl Fn(usize) -> WeightRef<'a>,
+) -> Vec<XwJob<'a>> {
+    let mut out = Vec::new();
+    let mut rest = y;
+    for (ex, pair) in starts.windows(2).enumerate() {
+        let n = pair[1] - pair[0];
+        let (mine, tail) = rest.split_at_mut(n * out_dim);
+        rest = tail;
+        if n > 0 {
+            out.push(XwJob { x: &x[pair[0] * in_dim..pair[1] * in_dim], t: n, w: w(ex), in_dim, out_dim, y: mine });
+        }
+    }
+    out
 }
 
 /// The feed-forward block of one decoder layer.

@@ -126,65 +126,116 @@ unsafe fn row_tile<const R: usize>(rows: &[&[f32]], w: WeightRef<'_>, o: usize, 
 /// # Panics
 /// When a slice length does not match the dimensions (a caller bug, never input-dependent).
 pub fn matmul_xw(x: &[f32], t: usize, w: WeightRef<'_>, in_dim: usize, out_dim: usize, y: &mut [f32], accumulate: bool) {
-    assert_eq!(x.len(), t * in_dim, "matmul_xw: x is not [T, in]");
-    assert_eq!(w.len(), out_dim * in_dim, "matmul_xw: W is not [in, out]");
-    assert_eq!(y.len(), t * out_dim, "matmul_xw: y is not [T, out]");
-    if t == 0 || out_dim == 0 {
-        return;
-    }
     if !accumulate {
         y.fill(0.0);
     }
-    if t >= GEMM_MIN_TOKENS {
-        xw_gemm(x, t, w, in_dim, out_dim, y);
+    matmul_xw_many(&mut [XwJob { x, t, w, in_dim, out_dim, y }]);
+}
+
+/// One product of [`matmul_xw_many`]: `y[T, out] += x[T, in] · W` with `W` stored `[in, out]`.
+pub struct XwJob<'a> {
+    pub x: &'a [f32],
+    pub t: usize,
+    pub w: WeightRef<'a>,
+    pub in_dim: usize,
+    pub out_dim: usize,
+    pub y: &'a mut [f32],
+}
+
+/// Weight bytes per task of the small-batch `x · W` kernel: several tasks per matrix, so that the
+/// threads stay busy to the end of a loop over many matrices (the experts of a layer).
+const XW_TASK_BYTES: usize = 512 * 1024;
+
+/// Runs several `y += x · W` products (the routed experts of one layer) in one parallel loop.
+///
+/// Few-token products are cut into tasks of contiguous weight rows (about [`XW_TASK_BYTES`]
+/// each), so a thread streams each block once and the threads share out all matrices together,
+/// with one fork-join for the whole set. Each task writes its own partial sums `[T, out]`,
+/// added into `y` afterwards. Many-token products go through `gemm`.
+///
+/// # Panics
+/// When a slice length does not match the dimensions (a caller bug, never input-dependent).
+pub fn matmul_xw_many(jobs: &mut [XwJob<'_>]) {
+    // (job, first row, end row, offset of its partial sums)
+    let mut tasks: Vec<(usize, usize, usize, usize)> = Vec::new();
+    let mut partial_len = 0;
+    for (j, job) in jobs.iter_mut().enumerate() {
+        let (t, i, o) = (job.t, job.in_dim, job.out_dim);
+        assert_eq!(job.x.len(), t * i, "matmul_xw: x is not [T, in]");
+        assert_eq!(job.w.len(), o * i, "matmul_xw: W is not [in, out]");
+        assert_eq!(job.y.len(), t * o, "matmul_xw: y is not [T, out]");
+        if t == 0 || o == 0 {
+            continue;
+        }
+        if t >= GEMM_MIN_TOKENS {
+            xw_gemm(job.x, t, job.w, i, o, job.y);
+            continue;
+        }
+        let rows = (XW_TASK_BYTES / (o * job.w.elem_bytes()).max(1)).next_multiple_of(4).clamp(32, i.max(1));
+        let mut h = 0;
+        while h < i {
+            let end = (h + rows).min(i);
+            tasks.push((j, h, end, partial_len));
+            partial_len += t * o;
+            h = end;
+        }
+    }
+    if tasks.is_empty() {
         return;
     }
-    // Each task streams a contiguous block of weight rows into its own partial sums ([T, out]),
-    // which are added up at the end. Within a task: column tiles (the tile's partial sums stay in
-    // L1), four weight rows folded into each token's sums at once (one load and store of the sums
-    // per four rows), so every weight element is read once for all tokens.
-    let tasks = threads().min(in_dim.div_ceil(32)).max(1);
-    let per = in_dim.div_ceil(tasks);
-    // Whole weight rows when the sums fit (the rows then stream in address order), else
-    // column tiles of at least 64.
-    let tile = (XW_TILE_BYTES / (4 * t)).max(64).min(out_dim);
-    let mut partial = vec![0f32; tasks * t * out_dim];
+    let mut partial = vec![0f32; partial_len];
     let pp = SendPtr(partial.as_mut_ptr());
-    parallel_for(tasks, &|task| {
-        let (h0, h1) = (task * per, ((task + 1) * per).min(in_dim));
+    let shared: &[XwJob<'_>] = jobs;
+    parallel_for(tasks.len(), &|k| {
+        let (j, h0, h1, off) = tasks[k];
+        let job = &shared[j];
         // SAFETY: each task owns its own [T, out] block of `partial`.
-        let part = unsafe { std::slice::from_raw_parts_mut(pp.get().add(task * t * out_dim), t * out_dim) };
-        let mut c0 = 0;
-        while c0 < out_dim {
-            let n = tile.min(out_dim - c0);
-            let mut h = h0;
-            while h + 4 <= h1 {
-                let rows = [0, 1, 2, 3].map(|j| w.slice((h + j) * out_dim + c0, n));
-                for tt in 0..t {
-                    let xr = &x[tt * in_dim + h..tt * in_dim + h + 4];
-                    if xr.iter().any(|v| *v != 0.0) {
-                        let a = [xr[0], xr[1], xr[2], xr[3]];
-                        axpy4(&mut part[tt * out_dim + c0..tt * out_dim + c0 + n], a, rows, if tt == 0 { 4 * out_dim } else { 0 });
-                    }
-                }
-                h += 4;
-            }
-            for hh in h..h1 {
-                let row = w.slice(hh * out_dim + c0, n);
-                for tt in 0..t {
-                    let a = x[tt * in_dim + hh];
-                    if a != 0.0 {
-                        axpy(&mut part[tt * out_dim + c0..tt * out_dim + c0 + n], a, row);
-                    }
-                }
-            }
-            c0 += n;
-        }
+        let part = unsafe { std::slice::from_raw_parts_mut(pp.get().add(off), job.t * job.out_dim) };
+        xw_rows(job, h0, h1, part);
     });
-    for part in partial.chunks_exact(t * out_dim) {
-        for (a, b) in y.iter_mut().zip(part) {
+    for &(j, _, _, off) in &tasks {
+        let y = &mut *jobs[j].y;
+        let len = y.len();
+        for (a, b) in y.iter_mut().zip(&partial[off..off + len]) {
             *a += b;
         }
+    }
+}
+
+/// `part[T, out] += x[:, h0..h1] · W[h0..h1, :]` on the calling thread. Column tiles keep the
+/// tile's sums in L1 (whole rows when they fit, so rows stream in address order); four weight
+/// rows are folded into each token's sums at once, prefetching the four after them, so every
+/// weight element is read from memory once for all tokens.
+fn xw_rows(job: &XwJob<'_>, h0: usize, h1: usize, part: &mut [f32]) {
+    let (x, t, w, in_dim, out_dim) = (job.x, job.t, job.w, job.in_dim, job.out_dim);
+    let tile = (XW_TILE_BYTES / (4 * t)).max(64).min(out_dim);
+    let mut c0 = 0;
+    while c0 < out_dim {
+        let n = tile.min(out_dim - c0);
+        let mut h = h0;
+        while h + 4 <= h1 {
+            let rows = [0, 1, 2, 3].map(|j| w.slice((h + j) * out_dim + c0, n));
+            let mut ahead = 4 * out_dim;
+            for tt in 0..t {
+                let xr = &x[tt * in_dim + h..tt * in_dim + h + 4];
+                if xr.iter().any(|v| *v != 0.0) {
+                    let a = [xr[0], xr[1], xr[2], xr[3]];
+                    axpy4(&mut part[tt * out_dim + c0..tt * out_dim + c0 + n], a, rows, ahead);
+                    ahead = 0;
+                }
+            }
+            h += 4;
+        }
+        for hh in h..h1 {
+            let row = w.slice(hh * out_dim + c0, n);
+            for tt in 0..t {
+                let a = x[tt * in_dim + hh];
+                if a != 0.0 {
+                    axpy(&mut part[tt * out_dim + c0..tt * out_dim + c0 + n], a, row);
+                }
+            }
+        }
+        c0 += n;
     }
 }
 
