@@ -10,7 +10,7 @@ fn main() {
     // expert gate_up [512, 2048] with T=1 and T=2
     let (inn, out) = (512usize, 2048usize);
     let ws: Vec<Vec<f32>> = (0..copies).map(|c| (0..inn * out).map(|i| ((i * 7 + c) % 13) as f32 * 0.01).collect()).collect();
-    for t in [1usize, 2, 16] {
+    for t in [1usize, 2, 8, 12, 16, 32, 64] {
         let x: Vec<f32> = (0..t * inn).map(|i| (i % 5) as f32 * 0.1).collect();
         let mut y = vec![0f32; t * out];
         let reps = 640;

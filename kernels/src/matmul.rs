@@ -2,7 +2,8 @@
 //! - [`linear`]: `W [out, in]` (PyTorch `nn.Linear`), `y = x · Wᵀ`;
 //! - [`matmul_xw`]: `W [in, out]` (Llama 4's fused expert tensors), `y = x · W`.
 //!
-//! Fewer than [`GEMM_MIN_TOKENS`] tokens (decode, batched decode) take streaming kernels: every
+//! Fewer than [`GEMM_MIN_TOKENS`] tokens ([`XW_GEMM_MIN_TOKENS`] for `x · W`: decode, batched
+//! decode, the experts' share of a batch) take streaming kernels: every
 //! task reads a contiguous run of weight rows from memory once, whatever `T` is, prefetching the
 //! rows that follow, and folds them into all tokens from L1 (register tiles of 3 rows × 4 tokens
 //! for `linear`, four rows at a time for `matmul_xw`). Many tokens (prefill) take the `gemm` crate
@@ -20,6 +21,12 @@ use std::cell::RefCell;
 /// shapes): the tiled kernel beats `gemm` up to 64 tokens (145–170 against 70 GFLOP/s at 16),
 /// ties at 128 and loses by 5–10% from 256 on.
 pub const GEMM_MIN_TOKENS: usize = 128;
+
+/// From this many tokens on, `x · W` products go through `gemm` (the row-streaming kernel folds
+/// one weight row into one token at a time; gemm's register tiles win once several tokens share
+/// each row). bench16 f32 prefill, where experts get ~8–32 tokens each: 889 tok/s with the
+/// streaming kernel up to 128 tokens, 1,220 from 16, 1,254 from 8 (batch 1, `bench16.py`).
+pub const XW_GEMM_MIN_TOKENS: usize = 8;
 
 /// Bytes of partial sums ([T, tile columns]) the small-batch `x · W` kernel keeps per tile (in L1).
 const XW_TILE_BYTES: usize = 32 * 1024;
@@ -167,7 +174,7 @@ pub fn matmul_xw_many(jobs: &mut [XwJob<'_>]) {
         if t == 0 || o == 0 {
             continue;
         }
-        if t >= GEMM_MIN_TOKENS {
+        if t >= XW_GEMM_MIN_TOKENS {
             xw_gemm(job.x, t, job.w, i, o, job.y);
             continue;
         }
@@ -370,6 +377,26 @@ mod tests {
         assert_eq!(a.len(), b.len());
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
             assert!((x - y).abs() <= tol, "element {i}: {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn many_xw_products_in_one_loop_each_match_the_reference() {
+        // Experts of different sizes and token counts (gemm from 8 tokens; 603 rows make two row
+        // blocks, the second ending in three single rows), one call; y is added to.
+        let shapes = [(64usize, 96usize, 1usize), (130, 40, 3), (603, 300, 2), (64, 96, 9), (48, 32, 0)];
+        let ws: Vec<Vec<f32>> = shapes.iter().enumerate().map(|(k, &(i, o, _))| data(i * o, 10 + k as u64)).collect();
+        let xs: Vec<Vec<f32>> = shapes.iter().enumerate().map(|(k, &(i, _, t))| data(t * i, 20 + k as u64)).collect();
+        let mut ys: Vec<Vec<f32>> = shapes.iter().map(|&(_, o, t)| vec![1.0; t * o]).collect();
+        let mut jobs: Vec<XwJob<'_>> = ys
+            .iter_mut()
+            .zip(shapes.iter().zip(ws.iter().zip(&xs)))
+            .map(|(y, (&(in_dim, out_dim, t), (w, x)))| XwJob { x, t, w: WeightRef::F32(w), in_dim, out_dim, y })
+            .collect();
+        matmul_xw_many(&mut jobs);
+        for (k, &(i, o, t)) in shapes.iter().enumerate() {
+            let want: Vec<f32> = matmul_xw_reference(&xs[k], t, WeightRef::F32(&ws[k]), i, o).iter().map(|v| v + 1.0).collect();
+            close(&ys[k], &want, 1e-4);
         }
     }
 
