@@ -12,7 +12,7 @@ use crate::kv_cache::KvCache;
 use crate::rope;
 use crate::weights::{Weight, WeightSource};
 use candle_core::DType;
-use herd_kernels::attention::{KvBlocks, attend};
+use herd_kernels::attention::{KvBlocks, attend_group};
 use herd_kernels::matmul::linear;
 use herd_kernels::norm::l2_norm;
 use herd_kernels::{SendPtr, pool};
@@ -122,12 +122,14 @@ impl Attention {
         {
             let caches: Vec<&crate::kv_cache::LayerCache> = caches.iter().map(|c| &c.layers[layer]).collect();
             let block_rows = step.block_rows;
-            let pairs = t * nh; // (token, head), each writing its own d floats of `out`
+            // (token, key/value head): the `group` query heads sharing that key/value head are
+            // adjacent in `q` and `out`, and attend together (each cached row read once for them).
+            let pairs = t * nkv;
             let per = pairs.div_ceil(pool::threads() * 4).max(1);
             let outp = SendPtr(out.as_mut_ptr());
             pool::parallel_for(pairs.div_ceil(per), &|task| {
                 for i in task * per..((task + 1) * per).min(pairs) {
-                    let (tok, head) = (i / nh, i % nh);
+                    let (tok, kvh) = (i / nkv, i % nkv);
                     let c = caches[step.seq[tok]];
                     let p = step.pos[tok];
                     let lo = match self.chunk {
@@ -135,16 +137,17 @@ impl Attention {
                         None => c.start,
                     };
                     let n = p + 1 - lo;
-                    let kv = KvBlocks { blocks: &c.blocks, block_rows, stride: kvd, col: (head / group) * d, first: lo - c.start, n };
-                    // SAFETY: pair i owns out[i*d .. (i+1)*d]; pairs are split disjointly among tasks.
-                    let o = unsafe { std::slice::from_raw_parts_mut(outp.get().add(i * d), d) };
+                    let kv = KvBlocks { blocks: &c.blocks, block_rows, stride: kvd, col: kvh * d, first: lo - c.start, n };
+                    let span = group * d;
+                    // SAFETY: pair i owns out[i*span .. (i+1)*span]; pairs are split disjointly among tasks.
+                    let o = unsafe { std::slice::from_raw_parts_mut(outp.get().add(i * span), span) };
                     SCORES.with(|sc| {
                         let mut sc = sc.borrow_mut();
-                        if sc.len() < n {
-                            sc.resize(n, 0.0);
+                        if sc.len() < group * n {
+                            sc.resize(group * n, 0.0);
                         }
-                        let qv = &q[tok * qd + head * d..tok * qd + (head + 1) * d];
-                        attend(qv, kv, scale, &mut sc, o);
+                        let qv = &q[tok * qd + kvh * span..tok * qd + (kvh + 1) * span];
+                        attend_group(qv, group, kv, scale, &mut sc, o);
                     });
                 }
             });

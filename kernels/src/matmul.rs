@@ -11,7 +11,7 @@
 //! per-thread scratch buffer first.
 
 use crate::pool::{parallel_for, threads};
-use crate::simd::{axpy, axpy4, dot_tile, widen};
+use crate::simd::{axpy, axpy4, dot_rows, widen};
 use crate::{SendPtr, WeightRef};
 use gemm::Parallelism;
 use std::cell::RefCell;
@@ -62,12 +62,10 @@ pub fn linear(x: &[f32], t: usize, w: WeightRef<'_>, out_dim: usize, in_dim: usi
 
 /// Weight rows per register tile of [`linear_tiled`].
 const TILE_ROWS: usize = 3;
-/// Tokens per register tile of [`linear_tiled`].
-const TILE_TOKENS: usize = 4;
 
 /// The few-token `x · Wᵀ`: each task takes a run of weight rows, three at a time; the three rows
-/// meet every token, four tokens at a time, in a register tile ([`dot_tile`]), so a weight row is
-/// read from memory once and from L1 for the other tokens.
+/// meet every token, four tokens at a time, in a register tile ([`dot_rows`]), so a weight row is
+/// read from memory once and from L1 for the other tokens; the next three rows are prefetched.
 fn linear_tiled(x: &[f32], w: WeightRef<'_>, out_dim: usize, in_dim: usize, y: &mut [f32]) {
     let rows: Vec<&[f32]> = x.chunks_exact(in_dim).collect();
     let yp = SendPtr(y.as_mut_ptr());
@@ -77,55 +75,15 @@ fn linear_tiled(x: &[f32], w: WeightRef<'_>, out_dim: usize, in_dim: usize, y: &
         let mut o = o0;
         while o < o1 {
             let r = (o1 - o).min(TILE_ROWS);
-            // SAFETY: rows [o, o + r) of every token belong to this task.
-            unsafe {
-                match r {
-                    3 => row_tile::<3>(&rows, w, o, o1, in_dim, yp, out_dim),
-                    2 => row_tile::<2>(&rows, w, o, o1, in_dim, yp, out_dim),
-                    _ => row_tile::<1>(&rows, w, o, o1, in_dim, yp, out_dim),
-                }
-            }
+            let wr: [WeightRef<'_>; TILE_ROWS] = std::array::from_fn(|j| w.slice((o + j.min(r - 1)) * in_dim, in_dim));
+            let next = (o + 2 * r <= o1).then(|| w.slice((o + r) * in_dim, r * in_dim));
+            dot_rows(&wr[..r], &rows, next, &mut |tok, j, v| {
+                // SAFETY: columns [o0, o1) of y belong to this task; (tok, o + j) is in bounds.
+                unsafe { *yp.get().add(tok * out_dim + o + j) = v };
+            });
             o += r;
         }
     });
-}
-
-/// `y[tok, o..o + R] = rows[tok] · W[o..o + R]ᵀ` for every token; the next `R` rows (when below
-/// `end`) are prefetched during the first token group.
-///
-/// # Safety
-/// `y` (through `yp`) must be `[rows.len(), out_dim]` and no other thread may write its columns
-/// `[o, o + R)`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn row_tile<const R: usize>(rows: &[&[f32]], w: WeightRef<'_>, o: usize, end: usize, in_dim: usize, yp: SendPtr, out_dim: usize) {
-    let wr: [WeightRef<'_>; R] = std::array::from_fn(|r| w.slice((o + r) * in_dim, in_dim));
-    let next = (o + 2 * R <= end).then(|| w.slice((o + R) * in_dim, R * in_dim));
-    let put = |t0: usize, vals: &[f32], c: usize, r: usize| {
-        // SAFETY: element (t0 + c, o + r) is in bounds and written by this task only (caller).
-        unsafe { *yp.get().add((t0 + c) * out_dim + o + r) = vals[c] };
-    };
-    let mut t0 = 0;
-    while t0 < rows.len() {
-        let c = (rows.len() - t0).min(TILE_TOKENS);
-        let xs = &rows[t0..t0 + c];
-        macro_rules! tile {
-            ($c:literal) => {{
-                let out = dot_tile::<R, $c>(wr, std::array::from_fn(|j| xs[j]), if t0 == 0 { next } else { None });
-                for (r, vals) in out.iter().enumerate() {
-                    for j in 0..$c {
-                        put(t0, vals, j, r);
-                    }
-                }
-            }};
-        }
-        match c {
-            4 => tile!(4),
-            3 => tile!(3),
-            2 => tile!(2),
-            _ => tile!(1),
-        }
-        t0 += c;
-    }
 }
 
 /// `y[T, out] = x[T, in] · W` (or `+=` when `accumulate`) with `W` stored `[in, out]`.

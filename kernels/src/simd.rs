@@ -87,6 +87,47 @@ pub fn dot_tile<const R: usize, const C: usize>(
     out
 }
 
+/// `put(c, r, w[r] · xs[c])` for each of up to three rows `w` and every activation row `xs`, in
+/// register tiles of `w.len()` rows × up to four activation rows ([`dot_tile`]); `next` is
+/// prefetched during the first tile.
+///
+/// # Panics
+/// With more than three rows, or rows and activations of different lengths.
+pub fn dot_rows(w: &[WeightRef<'_>], xs: &[&[f32]], next: Option<WeightRef<'_>>, put: &mut impl FnMut(usize, usize, f32)) {
+    let mut c0 = 0;
+    while c0 < xs.len() {
+        let c = (xs.len() - c0).min(4);
+        let pre = if c0 == 0 { next } else { None };
+        macro_rules! tile {
+            ($r:literal, $c:literal) => {{
+                let out = dot_tile::<$r, $c>(std::array::from_fn(|r| w[r]), std::array::from_fn(|j| xs[c0 + j]), pre);
+                for (r, vals) in out.iter().enumerate() {
+                    for (j, v) in vals.iter().enumerate() {
+                        put(c0 + j, r, *v);
+                    }
+                }
+            }};
+        }
+        match (w.len(), c) {
+            (3, 4) => tile!(3, 4),
+            (3, 3) => tile!(3, 3),
+            (3, 2) => tile!(3, 2),
+            (3, _) => tile!(3, 1),
+            (2, 4) => tile!(2, 4),
+            (2, 3) => tile!(2, 3),
+            (2, 2) => tile!(2, 2),
+            (2, _) => tile!(2, 1),
+            (1, 4) => tile!(1, 4),
+            (1, 3) => tile!(1, 3),
+            (1, 2) => tile!(1, 2),
+            (1, _) => tile!(1, 1),
+            (0, _) => return,
+            (r, _) => panic!("dot_rows: {r} rows (at most 3)"),
+        }
+        c0 += c;
+    }
+}
+
 /// `y[i] += a * w[i]`.
 pub fn axpy(y: &mut [f32], a: f32, w: WeightRef<'_>) {
     assert_eq!(w.len(), y.len(), "axpy: length mismatch");
