@@ -13,7 +13,7 @@ use crate::rope;
 use crate::weights::{Weight, WeightSource};
 use candle_core::DType;
 use herd_kernels::attention::{KvBlocks, attend_group};
-use herd_kernels::matmul::linear;
+use herd_kernels::matmul::{Layout, Product, products};
 use herd_kernels::norm::l2_norm;
 use herd_kernels::{SendPtr, pool};
 use std::cell::RefCell;
@@ -86,12 +86,15 @@ impl Attention {
         let t = step.seq.len();
         let (d, nh, nkv, h) = (self.head_dim, self.heads, self.kv_heads, self.hidden);
         let (qd, kvd) = (nh * d, nkv * d);
-        let mut q = vec![0f32; t * qd];
-        let mut k = vec![0f32; t * kvd];
-        let mut v = vec![0f32; t * kvd];
-        linear(x, t, self.q_proj.view(), qd, h, &mut q); // [T, heads * d]
-        linear(x, t, self.k_proj.view(), kvd, h, &mut k); // [T, kv_heads * d]
-        linear(x, t, self.v_proj.view(), kvd, h, &mut v); // [T, kv_heads * d]
+        let mut q = vec![0f32; t * qd]; // [T, heads * d]
+        let mut k = vec![0f32; t * kvd]; // [T, kv_heads * d]
+        let mut v = vec![0f32; t * kvd]; // [T, kv_heads * d]
+        let (lay, in_dim) = (Layout::OutIn, h);
+        products(&mut [
+            Product { x, t, w: self.q_proj.view(), layout: lay, in_dim, out_dim: qd, y: &mut q },
+            Product { x, t, w: self.k_proj.view(), layout: lay, in_dim, out_dim: kvd, y: &mut k },
+            Product { x, t, w: self.v_proj.view(), layout: lay, in_dim, out_dim: kvd, y: &mut v },
+        ]);
 
         let half = d / 2;
         for tok in 0..t {
@@ -157,11 +160,8 @@ impl Attention {
                 caches[s].trim(layer, step.pos[b - 1] + 1);
             }
         }
-        let mut o = vec![0f32; t * h];
-        linear(&out, t, self.o_proj.view(), h, qd, &mut o); // [T, hidden]
-        for (a, b) in y.iter_mut().zip(&o) {
-            *a += b;
-        }
+        // y [T, hidden] += out · o_projᵀ
+        products(&mut [Product { x: &out, t, w: self.o_proj.view(), layout: Layout::OutIn, in_dim: qd, out_dim: h, y }]);
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use crate::weights::{Weight, WeightSource};
 use candle_core::DType;
 use herd_kernels::activation::{sigmoid, silu_mul};
 use herd_kernels::WeightRef;
-use herd_kernels::matmul::{XwJob, linear, matmul_xw_many};
+use herd_kernels::matmul::{Layout, Product, linear, products};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `down(silu(gate(x)) * up(x))`.
@@ -37,18 +37,27 @@ impl Mlp {
 
     /// `y [T, hidden] += mlp(x [T, hidden])`.
     pub fn forward_add(&self, x: &[f32], t: usize, y: &mut [f32]) {
-        let (h, i) = (self.hidden, self.inter);
-        let mut gate = vec![0f32; t * i];
-        let mut up = vec![0f32; t * i];
-        linear(x, t, self.gate_proj.view(), i, h, &mut gate); // [T, inter]
-        linear(x, t, self.up_proj.view(), i, h, &mut up); // [T, inter]
+        let i = self.inter;
+        let (mut gate, mut up) = (vec![0f32; t * i], vec![0f32; t * i]);
+        products(&mut self.gate_up(x, t, &mut gate, &mut up));
         let mut act = vec![0f32; t * i];
         silu_mul(&gate, &up, &mut act); // silu(gate) * up
-        let mut out = vec![0f32; t * h];
-        linear(&act, t, self.down_proj.view(), h, i, &mut out); // [T, hidden]
-        for (a, b) in y.iter_mut().zip(&out) {
-            *a += b;
-        }
+        products(&mut [self.down(&act, t, y)]);
+    }
+
+    /// The products `gate += x · gate_projᵀ` and `up += x · up_projᵀ` (`[T, inter]` each), to run
+    /// in one parallel loop, possibly with others.
+    fn gate_up<'a>(&'a self, x: &'a [f32], t: usize, gate: &'a mut [f32], up: &'a mut [f32]) -> [Product<'a>; 2] {
+        let (h, i) = (self.hidden, self.inter);
+        [
+            Product { x, t, w: self.gate_proj.view(), layout: Layout::OutIn, in_dim: h, out_dim: i, y: gate },
+            Product { x, t, w: self.up_proj.view(), layout: Layout::OutIn, in_dim: h, out_dim: i, y: up },
+        ]
+    }
+
+    /// The product `y [T, hidden] += act · down_projᵀ`.
+    fn down<'a>(&'a self, act: &'a [f32], t: usize, y: &'a mut [f32]) -> Product<'a> {
+        Product { x: act, t, w: self.down_proj.view(), layout: Layout::OutIn, in_dim: self.inter, out_dim: self.hidden, y }
     }
 
     /// Bytes of weights read per token.
@@ -106,8 +115,9 @@ impl Moe {
             }
         }
         // Each expert on its tokens only: expert(score * x) (the score scales the expert's input).
-        // The rows of all experts are laid out one expert after the other (`starts`), and each
-        // of the two products runs for all experts in one parallel loop.
+        // The rows of all experts are laid out one expert after the other (`starts`). Each of the
+        // two stages runs as one parallel loop over every routed expert and the shared expert,
+        // whose products (compute-bound for a batch) run beside the experts' (memory-bound).
         let mut starts = Vec::with_capacity(e + 1);
         let mut xs = Vec::with_capacity(t * self.top_k * h);
         for (ex, toks) in routed.iter().enumerate() {
@@ -122,14 +132,26 @@ impl Moe {
         let rows = xs.len() / h;
         starts.push(rows);
         let (gu_w, down_w) = (self.gate_up_proj.view(), self.down_proj.view());
+        let shared_i = self.shared_expert.inter;
         let mut gu = vec![0f32; rows * 2 * i];
-        matmul_xw_many(&mut jobs(&xs, &mut gu, &starts, h, 2 * i, |ex| gu_w.slice(ex * h * 2 * i, h * 2 * i)));
+        let (mut s_gate, mut s_up) = (vec![0f32; t * shared_i], vec![0f32; t * shared_i]);
+        {
+            let mut stage = jobs(&xs, &mut gu, &starts, h, 2 * i, |ex| gu_w.slice(ex * h * 2 * i, h * 2 * i));
+            stage.extend(self.shared_expert.gate_up(x, t, &mut s_gate, &mut s_up));
+            products(&mut stage);
+        }
         let mut act = vec![0f32; rows * i];
         for (row, a) in gu.chunks_exact(2 * i).zip(act.chunks_exact_mut(i)) {
             silu_mul(&row[..i], &row[i..], a); // up * silu(gate)
         }
+        let mut s_act = vec![0f32; t * shared_i];
+        silu_mul(&s_gate, &s_up, &mut s_act);
         let mut out = vec![0f32; rows * h];
-        matmul_xw_many(&mut jobs(&act, &mut out, &starts, i, h, |ex| down_w.slice(ex * i * h, i * h)));
+        {
+            let mut stage = jobs(&act, &mut out, &starts, i, h, |ex| down_w.slice(ex * i * h, i * h));
+            stage.push(self.shared_expert.down(&s_act, t, y));
+            products(&mut stage);
+        }
         for (ex, toks) in routed.iter().enumerate() {
             for (r, &(tok, _)) in toks.iter().enumerate() {
                 let src = &out[(starts[ex] + r) * h..(starts[ex] + r + 1) * h];
@@ -138,7 +160,6 @@ impl Moe {
                 }
             }
         }
-        self.shared_expert.forward_add(x, t, y);
     }
 
     /// Tokens routed to each expert since load.
@@ -159,8 +180,8 @@ impl Moe {
     }
 }
 
-/// One `y += x · W` job per expert with rows: expert `ex` owns rows `starts[ex]..starts[ex + 1]`
-/// of `x [rows, in]` and `y [rows, out]`, and the weight `w(ex)`.
+/// One `y += x · W` product per expert with rows: expert `ex` owns rows
+/// `starts[ex]..starts[ex + 1]` of `x [rows, in]` and `y [rows, out]`, and the weight `w(ex)`.
 fn jobs<'a>(
     x: &'a [f32],
     y: &'a mut [f32],
@@ -168,7 +189,7 @@ fn jobs<'a>(
     in_dim: usize,
     out_dim: usize,
     w: impl Fn(usize) -> WeightRef<'a>,
-) -> Vec<XwJob<'a>> {
+) -> Vec<Product<'a>> {
     let mut out = Vec::new();
     let mut rest = y;
     for (ex, pair) in starts.windows(2).enumerate() {
@@ -176,7 +197,7 @@ fn jobs<'a>(
         let (mine, tail) = rest.split_at_mut(n * out_dim);
         rest = tail;
         if n > 0 {
-            out.push(XwJob { x: &x[pair[0] * in_dim..pair[1] * in_dim], t: n, w: w(ex), in_dim, out_dim, y: mine });
+            out.push(Product { x: &x[pair[0] * in_dim..pair[1] * in_dim], t: n, w: w(ex), layout: Layout::InOut, in_dim, out_dim, y: mine });
         }
     }
     out

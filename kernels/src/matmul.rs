@@ -36,7 +36,7 @@ thread_local! {
 }
 
 /// Splits `units` into tasks of at least `min_per_task` units (about four per thread); returns
-/// the units per task.
+/// the units per task (`gemm`'s slabs).
 fn per_task(units: usize, min_per_task: usize) -> usize {
     units.div_ceil(threads() * 4).max(min_per_task).min(units.max(1))
 }
@@ -46,44 +46,8 @@ fn per_task(units: usize, min_per_task: usize) -> usize {
 /// # Panics
 /// When a slice length does not match the dimensions (a caller bug, never input-dependent).
 pub fn linear(x: &[f32], t: usize, w: WeightRef<'_>, out_dim: usize, in_dim: usize, y: &mut [f32]) {
-    assert_eq!(x.len(), t * in_dim, "linear: x is not [T, in]");
-    assert_eq!(w.len(), out_dim * in_dim, "linear: W is not [out, in]");
-    assert_eq!(y.len(), t * out_dim, "linear: y is not [T, out]");
-    if t == 0 || out_dim == 0 {
-        return;
-    }
-    if t >= GEMM_MIN_TOKENS {
-        y.fill(0.0);
-        linear_gemm(x, t, w, out_dim, in_dim, y);
-        return;
-    }
-    linear_tiled(x, w, out_dim, in_dim, y);
-}
-
-/// Weight rows per register tile of [`linear_tiled`].
-const TILE_ROWS: usize = 3;
-
-/// The few-token `x · Wᵀ`: each task takes a run of weight rows, three at a time; the three rows
-/// meet every token, four tokens at a time, in a register tile ([`dot_rows`]), so a weight row is
-/// read from memory once and from L1 for the other tokens; the next three rows are prefetched.
-fn linear_tiled(x: &[f32], w: WeightRef<'_>, out_dim: usize, in_dim: usize, y: &mut [f32]) {
-    let rows: Vec<&[f32]> = x.chunks_exact(in_dim).collect();
-    let yp = SendPtr(y.as_mut_ptr());
-    let per = per_task(out_dim, 8).next_multiple_of(TILE_ROWS);
-    parallel_for(out_dim.div_ceil(per), &|task| {
-        let (o0, o1) = (task * per, ((task + 1) * per).min(out_dim));
-        let mut o = o0;
-        while o < o1 {
-            let r = (o1 - o).min(TILE_ROWS);
-            let wr: [WeightRef<'_>; TILE_ROWS] = std::array::from_fn(|j| w.slice((o + j.min(r - 1)) * in_dim, in_dim));
-            let next = (o + 2 * r <= o1).then(|| w.slice((o + r) * in_dim, r * in_dim));
-            dot_rows(&wr[..r], &rows, next, &mut |tok, j, v| {
-                // SAFETY: columns [o0, o1) of y belong to this task; (tok, o + j) is in bounds.
-                unsafe { *yp.get().add(tok * out_dim + o + j) = v };
-            });
-            o += r;
-        }
-    });
+    y.fill(0.0);
+    products(&mut [Product { x, t, w, layout: Layout::OutIn, in_dim, out_dim, y }]);
 }
 
 /// `y[T, out] = x[T, in] · W` (or `+=` when `accumulate`) with `W` stored `[in, out]`.
@@ -94,76 +58,153 @@ pub fn matmul_xw(x: &[f32], t: usize, w: WeightRef<'_>, in_dim: usize, out_dim: 
     if !accumulate {
         y.fill(0.0);
     }
-    matmul_xw_many(&mut [XwJob { x, t, w, in_dim, out_dim, y }]);
+    products(&mut [Product { x, t, w, layout: Layout::InOut, in_dim, out_dim, y }]);
 }
 
-/// One product of [`matmul_xw_many`]: `y[T, out] += x[T, in] · W` with `W` stored `[in, out]`.
-pub struct XwJob<'a> {
+/// How a weight matrix is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `[out, in]` (PyTorch `nn.Linear`): the product is `x · Wᵀ`.
+    OutIn,
+    /// `[in, out]` (Llama 4's fused expert tensors): the product is `x · W`.
+    InOut,
+}
+
+/// One product of [`products`]: `y[T, out] += x[T, in] · W` (`W` as `layout` says).
+pub struct Product<'a> {
     pub x: &'a [f32],
     pub t: usize,
     pub w: WeightRef<'a>,
+    pub layout: Layout,
     pub in_dim: usize,
     pub out_dim: usize,
     pub y: &'a mut [f32],
 }
 
-/// Weight bytes per task of the small-batch `x · W` kernel: several tasks per matrix, so that the
-/// threads stay busy to the end of a loop over many matrices (the experts of a layer).
-const XW_TASK_BYTES: usize = 512 * 1024;
+/// Weight bytes per task of the few-token kernels: several tasks per matrix, so that the threads
+/// stay busy to the end of a loop over many matrices.
+const TASK_BYTES: usize = 512 * 1024;
 
-/// Runs several `y += x · W` products (the routed experts of one layer) in one parallel loop.
+/// Weight rows per register tile of the few-token `x · Wᵀ` kernel.
+const TILE_ROWS: usize = 3;
+
+/// One task of [`products`]: weight rows `rows` of product `job`; `partial` is the offset of its
+/// own `[T, out]` sums (`x · W` only: each row block adds to every output).
+struct Task {
+    job: usize,
+    rows: std::ops::Range<usize>,
+    partial: usize,
+}
+
+/// Runs several `y += x · W` products in one parallel loop: the projections that read the same
+/// activations (q, k, v; gate, up), or the routed experts of a layer together with the shared one.
 ///
-/// Few-token products are cut into tasks of contiguous weight rows (about [`XW_TASK_BYTES`]
-/// each), so a thread streams each block once and the threads share out all matrices together,
-/// with one fork-join for the whole set. Each task writes its own partial sums `[T, out]`,
-/// added into `y` afterwards. Many-token products go through `gemm`.
+/// Few-token products are cut into tasks of contiguous weight rows (about [`TASK_BYTES`] each),
+/// interleaved across products, so a thread streams each block once, the threads share all
+/// matrices out with one fork-join, and a memory-bound block (an expert read for one token) can
+/// run beside a compute-bound one (a projection for sixteen). `x · Wᵀ` tasks write their own
+/// outputs; `x · W` tasks write partial sums, added into `y` afterwards. Many-token products go
+/// through `gemm` (from [`GEMM_MIN_TOKENS`] / [`XW_GEMM_MIN_TOKENS`] tokens).
 ///
 /// # Panics
 /// When a slice length does not match the dimensions (a caller bug, never input-dependent).
-pub fn matmul_xw_many(jobs: &mut [XwJob<'_>]) {
-    // (job, first row, end row, offset of its partial sums)
-    let mut tasks: Vec<(usize, usize, usize, usize)> = Vec::new();
+pub fn products(jobs: &mut [Product<'_>]) {
+    let mut lists: Vec<Vec<Task>> = Vec::with_capacity(jobs.len());
     let mut partial_len = 0;
     for (j, job) in jobs.iter_mut().enumerate() {
         let (t, i, o) = (job.t, job.in_dim, job.out_dim);
-        assert_eq!(job.x.len(), t * i, "matmul_xw: x is not [T, in]");
-        assert_eq!(job.w.len(), o * i, "matmul_xw: W is not [in, out]");
-        assert_eq!(job.y.len(), t * o, "matmul_xw: y is not [T, out]");
-        if t == 0 || o == 0 {
+        assert_eq!(job.x.len(), t * i, "product: x is not [T, in]");
+        assert_eq!(job.w.len(), o * i, "product: W does not have in × out elements");
+        assert_eq!(job.y.len(), t * o, "product: y is not [T, out]");
+        if t == 0 || o == 0 || i == 0 {
             continue;
         }
-        if t >= XW_GEMM_MIN_TOKENS {
-            xw_gemm(job.x, t, job.w, i, o, job.y);
-            continue;
+        let row_bytes = job.w.elem_bytes() * if job.layout == Layout::OutIn { i } else { o };
+        let (dim, step) = match job.layout {
+            Layout::OutIn if t >= GEMM_MIN_TOKENS => {
+                linear_gemm(job.x, t, job.w, o, i, job.y);
+                continue;
+            }
+            Layout::InOut if t >= XW_GEMM_MIN_TOKENS => {
+                xw_gemm(job.x, t, job.w, i, o, job.y);
+                continue;
+            }
+            Layout::OutIn => (o, TILE_ROWS),
+            Layout::InOut => (i, 4),
+        };
+        let rows = (TASK_BYTES / row_bytes).next_multiple_of(step).max(8 * step).min(dim);
+        let mut list = Vec::new();
+        let mut r = 0;
+        while r < dim {
+            let end = (r + rows).min(dim);
+            list.push(Task { job: j, rows: r..end, partial: partial_len });
+            if job.layout == Layout::InOut {
+                partial_len += t * o;
+            }
+            r = end;
         }
-        let rows = (XW_TASK_BYTES / (o * job.w.elem_bytes()).max(1)).next_multiple_of(4).clamp(32, i.max(1));
-        let mut h = 0;
-        while h < i {
-            let end = (h + rows).min(i);
-            tasks.push((j, h, end, partial_len));
-            partial_len += t * o;
-            h = end;
-        }
+        lists.push(list);
+    }
+    // Round-robin over the products, so blocks of different products run side by side.
+    let mut tasks = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+    let mut iters: Vec<_> = lists.into_iter().map(Vec::into_iter).collect();
+    while !iters.is_empty() {
+        iters.retain_mut(|it| it.next().map(|task| tasks.push(task)).is_some());
     }
     if tasks.is_empty() {
         return;
     }
     let mut partial = vec![0f32; partial_len];
     let pp = SendPtr(partial.as_mut_ptr());
-    let shared: &[XwJob<'_>] = jobs;
+    let ys: Vec<SendPtr> = jobs.iter_mut().map(|job| SendPtr(job.y.as_mut_ptr())).collect();
+    let shared: &[Product<'_>] = jobs;
+    let xrows: Vec<Vec<&[f32]>> = shared.iter().map(|job| job.x.chunks_exact(job.in_dim.max(1)).collect()).collect();
     parallel_for(tasks.len(), &|k| {
-        let (j, h0, h1, off) = tasks[k];
-        let job = &shared[j];
-        // SAFETY: each task owns its own [T, out] block of `partial`.
-        let part = unsafe { std::slice::from_raw_parts_mut(pp.get().add(off), job.t * job.out_dim) };
-        xw_rows(job, h0, h1, part);
+        let task = &tasks[k];
+        let job = &shared[task.job];
+        match job.layout {
+            Layout::OutIn => {
+                // SAFETY: output columns `task.rows` of this product's y belong to this task.
+                unsafe { xwt_rows(&xrows[task.job], job.w, job.in_dim, job.out_dim, task.rows.clone(), ys[task.job]) };
+            }
+            Layout::InOut => {
+                // SAFETY: each task owns its own [T, out] block of `partial`.
+                let part = unsafe { std::slice::from_raw_parts_mut(pp.get().add(task.partial), job.t * job.out_dim) };
+                xw_rows(job, task.rows.start, task.rows.end, part);
+            }
+        }
     });
-    for &(j, _, _, off) in &tasks {
-        let y = &mut *jobs[j].y;
+    drop(xrows);
+    for task in &tasks {
+        if jobs[task.job].layout == Layout::OutIn {
+            continue;
+        }
+        let y = &mut *jobs[task.job].y;
         let len = y.len();
-        for (a, b) in y.iter_mut().zip(&partial[off..off + len]) {
+        for (a, b) in y.iter_mut().zip(&partial[task.partial..task.partial + len]) {
             *a += b;
         }
+    }
+}
+
+/// `y[tok, o] += rows[tok] · W[o]` for the weight rows `o` in `range`, three at a time: the three
+/// rows meet every token, four tokens at a time, in a register tile ([`dot_rows`]), so a weight
+/// row is read from memory once and from L1 for the other tokens; the next three are prefetched.
+///
+/// # Safety
+/// `yp` must point to `[rows.len(), out_dim]` floats, and no other thread may access its columns
+/// in `range` meanwhile.
+unsafe fn xwt_rows(rows: &[&[f32]], w: WeightRef<'_>, in_dim: usize, out_dim: usize, range: std::ops::Range<usize>, yp: SendPtr) {
+    let (mut o, o1) = (range.start, range.end);
+    while o < o1 {
+        let r = (o1 - o).min(TILE_ROWS);
+        let wr: [WeightRef<'_>; TILE_ROWS] = std::array::from_fn(|j| w.slice((o + j.min(r - 1)) * in_dim, in_dim));
+        let next = (o + 2 * r <= o1).then(|| w.slice((o + r) * in_dim, r * in_dim));
+        dot_rows(&wr[..r], rows, next, &mut |tok, j, v| {
+            // SAFETY: (tok, o + j) is in bounds and this task's alone (the caller's contract).
+            unsafe { *yp.get().add(tok * out_dim + o + j) += v };
+        });
+        o += r;
     }
 }
 
@@ -171,7 +212,7 @@ pub fn matmul_xw_many(jobs: &mut [XwJob<'_>]) {
 /// tile's sums in L1 (whole rows when they fit, so rows stream in address order); four weight
 /// rows are folded into each token's sums at once, prefetching the four after them, so every
 /// weight element is read from memory once for all tokens.
-fn xw_rows(job: &XwJob<'_>, h0: usize, h1: usize, part: &mut [f32]) {
+fn xw_rows(job: &Product<'_>, h0: usize, h1: usize, part: &mut [f32]) {
     let (x, t, w, in_dim, out_dim) = (job.x, job.t, job.w, job.in_dim, job.out_dim);
     let tile = (XW_TILE_BYTES / (4 * t)).max(64).min(out_dim);
     let mut c0 = 0;
@@ -339,21 +380,30 @@ mod tests {
     }
 
     #[test]
-    fn many_xw_products_in_one_loop_each_match_the_reference() {
-        // Experts of different sizes and token counts (gemm from 8 tokens; 603 rows make two row
-        // blocks, the second ending in three single rows), one call; y is added to.
-        let shapes = [(64usize, 96usize, 1usize), (130, 40, 3), (603, 300, 2), (64, 96, 9), (48, 32, 0)];
+    fn many_products_in_one_loop_each_match_the_reference() {
+        // Products of different sizes and token counts (x·W takes gemm from 8 tokens; 603 rows
+        // make two row blocks, the second ending in three single rows; 4,000 output rows of x·Wᵀ
+        // make two blocks, the second ending in a one-row tile), one call; y is added to.
+        let shapes = [(64usize, 96usize, 1usize), (130, 40, 3), (603, 300, 2), (64, 96, 9), (48, 32, 0), (40, 4000, 5)];
         let ws: Vec<Vec<f32>> = shapes.iter().enumerate().map(|(k, &(i, o, _))| data(i * o, 10 + k as u64)).collect();
         let xs: Vec<Vec<f32>> = shapes.iter().enumerate().map(|(k, &(i, _, t))| data(t * i, 20 + k as u64)).collect();
         let mut ys: Vec<Vec<f32>> = shapes.iter().map(|&(_, o, t)| vec![1.0; t * o]).collect();
-        let mut jobs: Vec<XwJob<'_>> = ys
+        // Every other product is `x · Wᵀ` (the same numbers read as W [out, in]).
+        let layout = |k: usize| if k % 2 == 0 { Layout::InOut } else { Layout::OutIn };
+        let mut jobs: Vec<Product<'_>> = ys
             .iter_mut()
             .zip(shapes.iter().zip(ws.iter().zip(&xs)))
-            .map(|(y, (&(in_dim, out_dim, t), (w, x)))| XwJob { x, t, w: WeightRef::F32(w), in_dim, out_dim, y })
+            .enumerate()
+            .map(|(k, (y, (&(in_dim, out_dim, t), (w, x))))| Product { x, t, w: WeightRef::F32(w), layout: layout(k), in_dim, out_dim, y })
             .collect();
-        matmul_xw_many(&mut jobs);
+        products(&mut jobs);
         for (k, &(i, o, t)) in shapes.iter().enumerate() {
-            let want: Vec<f32> = matmul_xw_reference(&xs[k], t, WeightRef::F32(&ws[k]), i, o).iter().map(|v| v + 1.0).collect();
+            let w = WeightRef::F32(&ws[k]);
+            let want = match layout(k) {
+                Layout::InOut => matmul_xw_reference(&xs[k], t, w, i, o),
+                Layout::OutIn => linear_reference(&xs[k], t, w, o, i),
+            };
+            let want: Vec<f32> = want.iter().map(|v| v + 1.0).collect();
             close(&ys[k], &want, 1e-4);
         }
     }
