@@ -389,7 +389,7 @@ mod tests {
         let xs: Vec<Vec<f32>> = shapes.iter().enumerate().map(|(k, &(i, _, t))| data(t * i, 20 + k as u64)).collect();
         let mut ys: Vec<Vec<f32>> = shapes.iter().map(|&(_, o, t)| vec![1.0; t * o]).collect();
         // Every other product is `x · Wᵀ` (the same numbers read as W [out, in]).
-        let layout = |k: usize| if k % 2 == 0 { Layout::InOut } else { Layout::OutIn };
+        let layout = |k: usize| if k.is_multiple_of(2) { Layout::InOut } else { Layout::OutIn };
         let mut jobs: Vec<Product<'_>> = ys
             .iter_mut()
             .zip(shapes.iter().zip(ws.iter().zip(&xs)))
