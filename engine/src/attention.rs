@@ -15,7 +15,7 @@ use candle_core::DType;
 use herd_kernels::attention::{KvBlocks, attend_group};
 use herd_kernels::matmul::{Layout, Product, products};
 use herd_kernels::norm::l2_norm;
-use herd_kernels::{SendPtr, pool};
+use herd_kernels::{SendPtr, pool, scratch};
 use std::cell::RefCell;
 
 thread_local! {
@@ -86,9 +86,9 @@ impl Attention {
         let t = step.seq.len();
         let (d, nh, nkv, h) = (self.head_dim, self.heads, self.kv_heads, self.hidden);
         let (qd, kvd) = (nh * d, nkv * d);
-        let mut q = vec![0f32; t * qd]; // [T, heads * d]
-        let mut k = vec![0f32; t * kvd]; // [T, kv_heads * d]
-        let mut v = vec![0f32; t * kvd]; // [T, kv_heads * d]
+        let mut q = scratch::zeroed(t * qd); // [T, heads * d]
+        let mut k = scratch::zeroed(t * kvd); // [T, kv_heads * d]
+        let mut v = scratch::zeroed(t * kvd); // [T, kv_heads * d]
         let (lay, in_dim) = (Layout::OutIn, h);
         products(&mut [
             Product { x, t, w: self.q_proj.view(), layout: lay, in_dim, out_dim: qd, y: &mut q },
@@ -121,7 +121,7 @@ impl Attention {
 
         let scale = (d as f32).powf(-0.5);
         let group = nh / nkv;
-        let mut out = vec![0f32; t * qd];
+        let mut out = scratch::zeroed(t * qd);
         {
             let caches: Vec<&crate::kv_cache::LayerCache> = caches.iter().map(|c| &c.layers[layer]).collect();
             let block_rows = step.block_rows;

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::weights::{Weight, WeightSource};
 use candle_core::DType;
 use herd_kernels::activation::{sigmoid, silu_mul};
-use herd_kernels::WeightRef;
+use herd_kernels::{WeightRef, scratch};
 use herd_kernels::matmul::{Layout, Product, linear, products};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -38,9 +38,9 @@ impl Mlp {
     /// `y [T, hidden] += mlp(x [T, hidden])`.
     pub fn forward_add(&self, x: &[f32], t: usize, y: &mut [f32]) {
         let i = self.inter;
-        let (mut gate, mut up) = (vec![0f32; t * i], vec![0f32; t * i]);
+        let (mut gate, mut up) = (scratch::zeroed(t * i), scratch::zeroed(t * i));
         products(&mut self.gate_up(x, t, &mut gate, &mut up));
-        let mut act = vec![0f32; t * i];
+        let mut act = scratch::zeroed(t * i);
         silu_mul(&gate, &up, &mut act); // silu(gate) * up
         products(&mut [self.down(&act, t, y)]);
     }
@@ -119,7 +119,7 @@ impl Moe {
         // two stages runs as one parallel loop over every routed expert and the shared expert,
         // whose products (compute-bound for a batch) run beside the experts' (memory-bound).
         let mut starts = Vec::with_capacity(e + 1);
-        let mut xs = Vec::with_capacity(t * self.top_k * h);
+        let mut xs = scratch::empty(t * self.top_k * h);
         for (ex, toks) in routed.iter().enumerate() {
             starts.push(xs.len() / h);
             if !toks.is_empty() {
@@ -133,20 +133,20 @@ impl Moe {
         starts.push(rows);
         let (gu_w, down_w) = (self.gate_up_proj.view(), self.down_proj.view());
         let shared_i = self.shared_expert.inter;
-        let mut gu = vec![0f32; rows * 2 * i];
-        let (mut s_gate, mut s_up) = (vec![0f32; t * shared_i], vec![0f32; t * shared_i]);
+        let mut gu = scratch::zeroed(rows * 2 * i);
+        let (mut s_gate, mut s_up) = (scratch::zeroed(t * shared_i), scratch::zeroed(t * shared_i));
         {
             let mut stage = jobs(&xs, &mut gu, &starts, h, 2 * i, |ex| gu_w.slice(ex * h * 2 * i, h * 2 * i));
             stage.extend(self.shared_expert.gate_up(x, t, &mut s_gate, &mut s_up));
             products(&mut stage);
         }
-        let mut act = vec![0f32; rows * i];
+        let mut act = scratch::zeroed(rows * i);
         for (row, a) in gu.chunks_exact(2 * i).zip(act.chunks_exact_mut(i)) {
             silu_mul(&row[..i], &row[i..], a); // up * silu(gate)
         }
-        let mut s_act = vec![0f32; t * shared_i];
+        let mut s_act = scratch::zeroed(t * shared_i);
         silu_mul(&s_gate, &s_up, &mut s_act);
-        let mut out = vec![0f32; rows * h];
+        let mut out = scratch::zeroed(rows * h);
         {
             let mut stage = jobs(&act, &mut out, &starts, i, h, |ex| down_w.slice(ex * i * h, i * h));
             stage.push(self.shared_expert.down(&s_act, t, y));

@@ -14,6 +14,7 @@ use crate::weights::{Checkpoint, Weight, WeightSource};
 use candle_core::DType;
 use herd_kernels::matmul::linear;
 use herd_kernels::norm::rms_norm;
+use herd_kernels::scratch;
 use std::path::Path;
 
 /// Which logits a sequence wants from a forward step.
@@ -172,7 +173,7 @@ impl Model {
         }
         let t = seq.len();
         let all_tokens = seqs.iter().flat_map(|s| s.tokens.iter().copied());
-        let mut x = vec![0f32; t * h]; // [T, hidden]
+        let mut x = scratch::zeroed(t * h); // [T, hidden]
         let emb = self.embed_tokens.view();
         for (row, tok) in x.chunks_exact_mut(h).zip(all_tokens) {
             emb.to_f32_into(tok as usize * h, row);
@@ -184,7 +185,7 @@ impl Model {
         }
         let step = StepTokens { seq: &seq, pos: &pos, ranges: &ranges, cos: &cos, sin: &sin, block_rows };
         let eps = self.cfg.rms_norm_eps as f32;
-        let mut normed = vec![0f32; t * h];
+        let mut normed = scratch::zeroed(t * h);
         for (l, layer) in self.layers.iter().enumerate() {
             normed.copy_from_slice(&x);
             rms_norm(&mut normed, h, layer.input_layernorm.view(), eps);

@@ -12,6 +12,7 @@ pub mod attention;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
+pub mod scratch;
 pub mod simd;
 
 pub use half::{bf16, f16};

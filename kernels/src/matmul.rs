@@ -145,16 +145,16 @@ pub fn products(jobs: &mut [Product<'_>]) {
         }
         lists.push(list);
     }
-    // Round-robin over the products, so blocks of different products run side by side.
-    let mut tasks = Vec::with_capacity(lists.iter().map(Vec::len).sum());
-    let mut iters: Vec<_> = lists.into_iter().map(Vec::into_iter).collect();
-    while !iters.is_empty() {
-        iters.retain_mut(|it| it.next().map(|task| tasks.push(task)).is_some());
-    }
+    // Each product's blocks in address order (a thread's prefetch past its block's end serves
+    // the next block, which the other thread is likely taking); the x·Wᵀ blocks spread evenly
+    // among the x·W ones, so a compute-bound block runs beside memory-bound ones.
+    let (xwt, xw): (Vec<Task>, Vec<Task>) = lists.into_iter().flatten().partition(|t| jobs[t.job].layout == Layout::OutIn);
+    let tasks = spread(xw, xwt);
     if tasks.is_empty() {
         return;
     }
-    let mut partial = vec![0f32; partial_len];
+    // Every x·W task clears its own block first (in its own cache, on its own thread).
+    let mut partial = crate::scratch::stale(partial_len);
     let pp = SendPtr(partial.as_mut_ptr());
     let ys: Vec<SendPtr> = jobs.iter_mut().map(|job| SendPtr(job.y.as_mut_ptr())).collect();
     let shared: &[Product<'_>] = jobs;
@@ -170,6 +170,7 @@ pub fn products(jobs: &mut [Product<'_>]) {
             Layout::InOut => {
                 // SAFETY: each task owns its own [T, out] block of `partial`.
                 let part = unsafe { std::slice::from_raw_parts_mut(pp.get().add(task.partial), job.t * job.out_dim) };
+                part.fill(0.0);
                 xw_rows(job, task.rows.start, task.rows.end, part);
             }
         }
@@ -185,6 +186,26 @@ pub fn products(jobs: &mut [Product<'_>]) {
             *a += b;
         }
     }
+}
+
+/// `a` and `b` merged, each in its order, `b`'s elements spread evenly among `a`'s.
+fn spread<T>(a: Vec<T>, b: Vec<T>) -> Vec<T> {
+    let (na, nb) = (a.len(), b.len());
+    let mut out = Vec::with_capacity(na + nb);
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    let (mut ia, mut ib) = (0usize, 0usize);
+    while a.peek().is_some() || b.peek().is_some() {
+        // take from b when it is behind a in the fraction done: ib / nb <= ia / na
+        let take_b = b.peek().is_some() && (a.peek().is_none() || ib * na <= ia * nb);
+        if take_b {
+            out.extend(b.next());
+            ib += 1;
+        } else {
+            out.extend(a.next());
+            ia += 1;
+        }
+    }
+    out
 }
 
 /// `y[tok, o] += rows[tok] · W[o]` for the weight rows `o` in `range`, three at a time: the three
