@@ -99,10 +99,10 @@ struct Task {
 /// Runs several `y += x · W` products in one parallel loop: the projections that read the same
 /// activations (q, k, v; gate, up), or the routed experts of a layer together with the shared one.
 ///
-/// Few-token products are cut into tasks of contiguous weight rows (about [`TASK_BYTES`] each),
-/// interleaved across products, so a thread streams each block once, the threads share all
-/// matrices out with one fork-join, and a memory-bound block (an expert read for one token) can
-/// run beside a compute-bound one (a projection for sixteen). `x · Wᵀ` tasks write their own
+/// Few-token products are cut into tasks of contiguous weight rows (about 512 KB each),
+/// so a thread streams each block once and the threads share all matrices out with one
+/// fork-join; the `x · Wᵀ` blocks are spread among the `x · W` ones, so a compute-bound block (a
+/// projection for sixteen tokens) can run beside a memory-bound one (an expert read for one). `x · Wᵀ` tasks write their own
 /// outputs; `x · W` tasks write partial sums, added into `y` afterwards. Many-token products go
 /// through `gemm` (from [`GEMM_MIN_TOKENS`] / [`XW_GEMM_MIN_TOKENS`] tokens).
 ///

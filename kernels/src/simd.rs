@@ -1,6 +1,6 @@
 //! Vector primitives: dot products and `y += a * w` with f32 activations and f32/bf16/f16 weights.
 //!
-//! `dot*` and `axpy*` dispatch once per call on the CPU's features; every public function has a
+//! `dot_tile` and `axpy*` dispatch once per call on the CPU's features; every public function has a
 //! portable scalar twin used on other CPUs and as the test reference.
 
 use crate::WeightRef;
@@ -19,23 +19,6 @@ pub fn has_avx2() -> bool {
     {
         false
     }
-}
-
-/// `sum_i w[i] * x[i]`; `w` and `x` have the same length.
-pub fn dot(w: WeightRef<'_>, x: &[f32]) -> f32 {
-    assert_eq!(w.len(), x.len(), "dot: length mismatch");
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: features checked above; lengths equal.
-        unsafe {
-            return match w {
-                WeightRef::F32(w) => avx2::dot_f32(w.as_ptr(), x.as_ptr(), x.len()),
-                WeightRef::Bf16(w) => avx2::dot_bf16(w.as_ptr(), x.as_ptr(), x.len()),
-                WeightRef::F16(w) => avx2::dot_f16(w.as_ptr(), x.as_ptr(), x.len()),
-            };
-        }
-    }
-    dot_scalar(w, x)
 }
 
 /// A register tile of dot products: `out[r][c] = w[r] . x[c]` for `R` weight rows and `C`
@@ -194,7 +177,7 @@ pub fn widen(w: WeightRef<'_>, out: &mut [f32]) {
     }
 }
 
-/// Portable reference of [`dot`].
+/// `sum_i w[i] * x[i]`, portable: the fallback of [`dot_tile`] and its test reference.
 pub fn dot_scalar(w: WeightRef<'_>, x: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     for (i, xv) in x.iter().enumerate() {
@@ -248,7 +231,7 @@ mod avx2 {
     }
 
     macro_rules! kernels {
-        ($t:ty, $ld:ident, $dot:ident, $axpy:ident, $axpy4:ident, $tile:ident) => {
+        ($t:ty, $ld:ident, $axpy:ident, $axpy4:ident, $tile:ident) => {
             #[target_feature(enable = "avx2,fma,f16c")]
             pub unsafe fn $tile<const R: usize, const C: usize>(
                 w: [*const $t; R],
@@ -338,32 +321,6 @@ mod avx2 {
             }
 
             #[target_feature(enable = "avx2,fma,f16c")]
-            pub unsafe fn $dot(w: *const $t, x: *const f32, n: usize) -> f32 {
-                unsafe {
-                    let (mut a0, mut a1, mut a2, mut a3) =
-                        (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
-                    let mut i = 0;
-                    while i + 32 <= n {
-                        a0 = _mm256_fmadd_ps($ld(w.add(i)), _mm256_loadu_ps(x.add(i)), a0);
-                        a1 = _mm256_fmadd_ps($ld(w.add(i + 8)), _mm256_loadu_ps(x.add(i + 8)), a1);
-                        a2 = _mm256_fmadd_ps($ld(w.add(i + 16)), _mm256_loadu_ps(x.add(i + 16)), a2);
-                        a3 = _mm256_fmadd_ps($ld(w.add(i + 24)), _mm256_loadu_ps(x.add(i + 24)), a3);
-                        i += 32;
-                    }
-                    while i + 8 <= n {
-                        a0 = _mm256_fmadd_ps($ld(w.add(i)), _mm256_loadu_ps(x.add(i)), a0);
-                        i += 8;
-                    }
-                    let mut s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-                    while i < n {
-                        s += f32::from(*w.add(i)) * *x.add(i);
-                        i += 1;
-                    }
-                    s
-                }
-            }
-
-            #[target_feature(enable = "avx2,fma,f16c")]
             pub unsafe fn $axpy(y: *mut f32, a: f32, w: *const $t, n: usize) {
                 unsafe {
                     let av = _mm256_set1_ps(a);
@@ -411,9 +368,9 @@ mod avx2 {
     widen!(bf16, ld_bf16, widen_bf16);
     widen!(f16, ld_f16, widen_f16);
 
-    kernels!(f32, ld_f32, dot_f32, axpy_f32, axpy4_f32, tile_f32);
-    kernels!(bf16, ld_bf16, dot_bf16, axpy_bf16, axpy4_bf16, tile_bf16);
-    kernels!(f16, ld_f16, dot_f16, axpy_f16, axpy4_f16, tile_f16);
+    kernels!(f32, ld_f32, axpy_f32, axpy4_f32, tile_f32);
+    kernels!(bf16, ld_bf16, axpy_bf16, axpy4_bf16, tile_bf16);
+    kernels!(f16, ld_f16, axpy_f16, axpy4_f16, tile_f16);
 }
 
 #[cfg(test)]
@@ -433,7 +390,8 @@ mod tests {
             let wh: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
             for wr in [WeightRef::F32(&w), WeightRef::Bf16(&wb), WeightRef::F16(&wh)] {
                 let want = dot_scalar(wr, &x);
-                assert!((dot(wr, &x) - want).abs() < 1e-4 * n as f32, "dot n={n} {wr:?}");
+                let one = dot_tile::<1, 1>([wr], [&x[..]], None)[0][0];
+                assert!((one - want).abs() < 1e-4 * n as f32, "dot n={n} {wr:?}");
                 let (x2, x3) = (data(n, 5), data(n, 6));
                 let xs = [&x[..], &w[..], &x2[..], &x3[..]];
                 let rows3 = [wr, wr.slice(0, n), wr];
