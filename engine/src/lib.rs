@@ -6,7 +6,7 @@
 //!   [`rope`], [`kv_cache`] are its parts.
 //! - [`tokenizer`]: `tokenizer.json`, the chat template, stop tokens.
 //! - [`sampler`] and [`generate`]: decoding.
-//! - [`bench`]: throughput measurement on random weights.
+//! - [`bench`](mod@bench): throughput measurement on random weights.
 
 pub mod attention;
 pub mod bench;
