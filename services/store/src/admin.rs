@@ -199,6 +199,23 @@ fn channel_view(r: &sqlx::postgres::PgRow) -> ChannelView {
     }
 }
 
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds a tenant's fields in the order both the `INSERT` and the `UPDATE` number them (after
+/// any leading parameters): name, place of business, country, packs, overrides, licence, attest
+/// flag, attesting actor, multimodal.
+fn bind_tenant<'q>(q: PgQuery<'q>, t: &'q TenantFields, actor: &'q Actor) -> PgQuery<'q> {
+    q.bind(&t.name)
+        .bind(&t.principal_place_of_business)
+        .bind(&t.default_country)
+        .bind(json(&t.packs))
+        .bind(json(&t.overrides))
+        .bind(t.meta_license_granted)
+        .bind(t.attest_mau)
+        .bind(&actor.name)
+        .bind(t.multimodal)
+}
+
 fn json<T: Serialize>(v: &T) -> Option<Value> {
     serde_json::to_value(v).ok()
 }
@@ -275,23 +292,13 @@ impl Store {
     /// Creates a tenant (admin-managed); `Ok(None)` when the name is taken.
     pub async fn create_tenant(&self, actor: &Actor, t: &TenantFields) -> Result<Option<TenantRow>> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(sql!(
+        let q = sqlx::query(sql!(
             "INSERT INTO tenants (name, principal_place_of_business, default_country, packs, overrides, meta_license_granted,
                mau_attested_at, mau_attested_by, multimodal, managed_by)
              VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN now() END, CASE WHEN $7 THEN $8 END, $9, 'admin')
              ON CONFLICT (name) DO NOTHING RETURNING {TENANT_COLS}"
-        ))
-        .bind(&t.name)
-        .bind(&t.principal_place_of_business)
-        .bind(&t.default_country)
-        .bind(json(&t.packs))
-        .bind(json(&t.overrides))
-        .bind(t.meta_license_granted)
-        .bind(t.attest_mau)
-        .bind(&actor.name)
-        .bind(t.multimodal)
-        .fetch_optional(&mut *tx)
-        .await?;
+        ));
+        let row = bind_tenant(q, t, actor).fetch_optional(&mut *tx).await?;
         let Some(row) = row.as_ref().map(tenant_row) else { return Ok(None) };
         audit(&mut tx, actor, "create", "tenant", &row.id.to_string(), None, json(&row)).await?;
         tx.commit().await?;
@@ -303,7 +310,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let before = sqlx::query(sql!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1 FOR UPDATE")).bind(id).fetch_optional(&mut *tx).await?;
         let Some(before) = before.as_ref().map(tenant_row) else { return Ok(None) };
-        let row = sqlx::query(sql!(
+        let q = sqlx::query(sql!(
             "UPDATE tenants SET name = $2, principal_place_of_business = $3, default_country = $4, packs = $5, overrides = $6,
                meta_license_granted = $7,
                mau_attested_at = CASE WHEN $8 THEN now() ELSE mau_attested_at END,
@@ -311,18 +318,8 @@ impl Store {
                multimodal = $10, managed_by = 'admin', updated_at = now()
              WHERE id = $1 RETURNING {TENANT_COLS}"
         ))
-        .bind(id)
-        .bind(&t.name)
-        .bind(&t.principal_place_of_business)
-        .bind(&t.default_country)
-        .bind(json(&t.packs))
-        .bind(json(&t.overrides))
-        .bind(t.meta_license_granted)
-        .bind(t.attest_mau)
-        .bind(&actor.name)
-        .bind(t.multimodal)
-        .fetch_one(&mut *tx)
-        .await?;
+        .bind(id);
+        let row = bind_tenant(q, t, actor).fetch_one(&mut *tx).await?;
         let row = tenant_row(&row);
         audit(&mut tx, actor, "update", "tenant", &id.to_string(), json(&before), json(&row)).await?;
         tx.commit().await?;
