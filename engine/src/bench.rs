@@ -71,17 +71,13 @@ pub fn run(what: BenchModel<'_>, dtype: DType, prompt: usize, new: usize, batche
     let mut results = Vec::new();
     let mut kv_bytes = 0;
     for &b in batches {
-        let prompts: Vec<Vec<u32>> = (0..b)
-            .map(|_| (0..prompt.max(1)).map(|_| (rng.next_u64() % cfg.vocab_size as u64) as u32).collect())
-            .collect();
+        let prompts: Vec<Vec<u32>> =
+            (0..b).map(|_| (0..prompt.max(1)).map(|_| (rng.next_u64() % cfg.vocab_size as u64) as u32).collect()).collect();
         let mut caches: Vec<_> = (0..b).map(|_| model.new_cache()).collect();
         let t0 = Instant::now();
         let logits = {
-            let mut steps: Vec<SeqStep<'_>> = prompts
-                .iter()
-                .zip(caches.iter_mut())
-                .map(|(p, c)| SeqStep { tokens: p, cache: c, logits: LogitsWanted::Last })
-                .collect();
+            let mut steps: Vec<SeqStep<'_>> =
+                prompts.iter().zip(caches.iter_mut()).map(|(p, c)| SeqStep { tokens: p, cache: c, logits: LogitsWanted::Last }).collect();
             model.forward(&mut steps)?
         };
         let prefill = t0.elapsed().as_secs_f64();
@@ -193,7 +189,13 @@ pub fn run_serving(
                     if i >= prompts.len() {
                         return Ok((ttft, itl, tokens));
                     }
-                    let req = GenerateRequest { prompt: prompts[i].clone(), max_new_tokens: new, sampling: SamplingParams::greedy(), stop_ids: vec![], stop_strings: vec![] };
+                    let req = GenerateRequest {
+                        prompt: prompts[i].clone(),
+                        max_new_tokens: new,
+                        sampling: SamplingParams::greedy(),
+                        stop_ids: vec![],
+                        stop_strings: vec![],
+                    };
                     let start = Instant::now();
                     let h = sched.submit(req)?;
                     let mut last: Option<Instant> = None;

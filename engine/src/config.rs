@@ -298,7 +298,9 @@ fn resolve(raw: Raw, path: &Path, p: &str) -> Result<TextConfig> {
     }
     let eos_token_ids = match raw.eos_token_id {
         None | Some(Value::Null) => vec![],
-        Some(v) => token_ids(&v).ok_or_else(|| config_err(path, &f("eos_token_id"), format!("expected an id or a list of ids, got {v}")))?,
+        Some(v) => {
+            token_ids(&v).ok_or_else(|| config_err(path, &f("eos_token_id"), format!("expected an id or a list of ids, got {v}")))?
+        }
     };
     let bos_token_id = match raw.bos_token_id {
         None | Some(Value::Null) => None,

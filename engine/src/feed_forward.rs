@@ -10,8 +10,8 @@ use crate::error::Result;
 use crate::weights::{Weight, WeightSource};
 use candle_core::DType;
 use herd_kernels::activation::{sigmoid, silu_mul};
-use herd_kernels::{WeightRef, scratch};
 use herd_kernels::matmul::{Layout, Product, linear, products};
+use herd_kernels::{WeightRef, scratch};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `down(silu(gate(x)) * up(x))`.
@@ -169,9 +169,7 @@ impl Moe {
 
     /// Bytes of weights read per token (router, `top_k` experts, shared expert).
     pub fn active_bytes(&self) -> usize {
-        self.router.bytes()
-            + self.top_k * (self.gate_up_proj.bytes() + self.down_proj.bytes()) / self.experts
-            + self.shared_expert.bytes()
+        self.router.bytes() + self.top_k * (self.gate_up_proj.bytes() + self.down_proj.bytes()) / self.experts + self.shared_expert.bytes()
     }
 
     /// Bytes of all weights.
@@ -197,7 +195,15 @@ fn jobs<'a>(
         let (mine, tail) = rest.split_at_mut(n * out_dim);
         rest = tail;
         if n > 0 {
-            out.push(Product { x: &x[pair[0] * in_dim..pair[1] * in_dim], t: n, w: w(ex), layout: Layout::InOut, in_dim, out_dim, y: mine });
+            out.push(Product {
+                x: &x[pair[0] * in_dim..pair[1] * in_dim],
+                t: n,
+                w: w(ex),
+                layout: Layout::InOut,
+                in_dim,
+                out_dim,
+                y: mine,
+            });
         }
     }
     out

@@ -60,10 +60,7 @@ pub fn generate(
         return Err(Error::Request("the prompt is empty".into()));
     }
     if req.max_new_tokens > MAX_NEW_TOKENS_LIMIT {
-        return Err(Error::Request(format!(
-            "`max_new_tokens` must be <= {MAX_NEW_TOKENS_LIMIT}, got {}",
-            req.max_new_tokens
-        )));
+        return Err(Error::Request(format!("`max_new_tokens` must be <= {MAX_NEW_TOKENS_LIMIT}, got {}", req.max_new_tokens)));
     }
     if !req.stop_strings.is_empty() && tokenizer.is_none() {
         return Err(Error::Request("stop strings need the model's tokenizer".into()));

@@ -25,8 +25,8 @@ pub mod weights;
 pub use candle_core::DType;
 pub use config::TextConfig;
 pub use error::{Error, Result};
-pub use kv_cache::{BlockPool, KvCache};
 pub use herd_kernels::pool::{set_threads, threads};
+pub use kv_cache::{BlockPool, KvCache};
 pub use model::{LogitsWanted, Model, SeqStep};
 
 /// Parses a dtype name as the CLI and settings spell it: `f32`, `bf16`, `f16`.

@@ -158,9 +158,7 @@ impl Model {
             let start = seq.len();
             for (i, &tok) in st.tokens.iter().enumerate() {
                 if tok as usize >= v {
-                    return Err(Error::Request(format!(
-                        "token id {tok} (sequence {s}, index {i}) is out of range: vocab_size is {v}"
-                    )));
+                    return Err(Error::Request(format!("token id {tok} (sequence {s}, index {i}) is out of range: vocab_size is {v}")));
                 }
                 seq.push(s);
                 pos.push(st.cache.seen + i);

@@ -17,8 +17,7 @@ impl Rope {
     pub fn new(cfg: &TextConfig) -> Self {
         let dim = cfg.head_dim;
         // inv_freq = 1 / theta^(2i/dim), computed in f32 like the reference.
-        let base: Vec<f64> =
-            (0..dim / 2).map(|i| (1.0f32 / (cfg.rope_theta as f32).powf((2 * i) as f32 / dim as f32)) as f64).collect();
+        let base: Vec<f64> = (0..dim / 2).map(|i| (1.0f32 / (cfg.rope_theta as f32).powf((2 * i) as f32 / dim as f32)) as f64).collect();
         let inv_freq = match cfg.rope_scaling {
             RopeScaling::Default => base,
             RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),

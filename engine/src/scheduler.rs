@@ -305,7 +305,8 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &mpsc::Receiver<Job>, stats: &S
                 ));
                 continue;
             }
-            let promised: usize = running.iter().filter(|r| r.prefilling()).map(|r| blocks_for(r.seq.feed.len()).saturating_sub(r.cache.blocks())).sum();
+            let promised: usize =
+                running.iter().filter(|r| r.prefilling()).map(|r| blocks_for(r.seq.feed.len()).saturating_sub(r.cache.blocks())).sum();
             let need = blocks_for(w.feed.len()) + if running.is_empty() { 0 } else { headroom };
             if need + promised > pool.free() {
                 break;

@@ -57,8 +57,8 @@ impl ChatTokenizer {
         if !tpath.exists() {
             return Err(Error::Tokenizer { path: tpath, message: "file not found".into() });
         }
-        let tokenizer = tokenizers::Tokenizer::from_file(&tpath)
-            .map_err(|e| Error::Tokenizer { path: tpath.clone(), message: e.to_string() })?;
+        let tokenizer =
+            tokenizers::Tokenizer::from_file(&tpath).map_err(|e| Error::Tokenizer { path: tpath.clone(), message: e.to_string() })?;
         let tc_path = dir.join("tokenizer_config.json");
         let tc = read_json(&tc_path)?.unwrap_or(Value::Null);
         let jinja = dir.join("chat_template.jinja");
@@ -126,10 +126,8 @@ impl ChatTokenizer {
     /// Renders the chat template as the hub does (`trim_blocks`, `lstrip_blocks`, Python string
     /// methods, `raise_exception`).
     pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let template = self
-            .template
-            .as_deref()
-            .ok_or_else(|| Error::Template(format!("{}: the model has no chat template", self.dir.display())))?;
+        let template =
+            self.template.as_deref().ok_or_else(|| Error::Template(format!("{}: the model has no chat template", self.dir.display())))?;
         let mut env = minijinja::Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);

@@ -102,8 +102,7 @@ impl Checkpoint {
         let single = dir.join("model.safetensors");
         let names: Vec<String> = if index.exists() {
             let text = std::fs::read_to_string(&index).map_err(|error| Error::Io { path: index.clone(), error })?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|error| Error::Json { path: index.clone(), error })?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|error| Error::Json { path: index.clone(), error })?;
             let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::Config {
                 path: index.clone(),
                 field: "weight_map".into(),
@@ -151,10 +150,7 @@ impl Checkpoint {
                 if base + e > mmap.len() || s > e {
                     return Err(Error::Safetensors { path: path.clone(), message: format!("tensor `{key}` lies outside the file") });
                 }
-                tensors.insert(
-                    key,
-                    TensorEntry { file: i, dtype: info.dtype, shape: info.shape.clone(), start: base + s, end: base + e },
-                );
+                tensors.insert(key, TensorEntry { file: i, dtype: info.dtype, shape: info.shape.clone(), start: base + s, end: base + e });
             }
             files.push((path, mmap));
         }
@@ -246,9 +242,8 @@ impl WeightSource for RandomWeights {
         }
         let mut rng = crate::sampler::Rng::new(h);
         let is_norm = name.ends_with("norm.weight");
-        let data: Vec<f32> = (0..n)
-            .map(|_| if is_norm { 1.0 + 0.1 * rng.normal() as f32 } else { (self.std * rng.normal()) as f32 })
-            .collect();
+        let data: Vec<f32> =
+            (0..n).map(|_| if is_norm { 1.0 + 0.1 * rng.normal() as f32 } else { (self.std * rng.normal()) as f32 }).collect();
         let t = Tensor::from_vec(data, shape, &Device::Cpu)?;
         Weight::from_tensor(if dtype == DType::F32 { t } else { t.to_dtype(dtype)? })
     }

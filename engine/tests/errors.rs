@@ -83,7 +83,10 @@ fn a_tensor_of_the_wrong_shape_is_named_with_both_shapes() {
     });
     let e = load_err(&dir);
     let msg = e.to_string();
-    assert!(msg.contains("model.layers.1.feed_forward.experts.down_proj") && msg.contains("[8, 64, 32]") && msg.contains("[8, 32, 64]"), "{msg}");
+    assert!(
+        msg.contains("model.layers.1.feed_forward.experts.down_proj") && msg.contains("[8, 64, 32]") && msg.contains("[8, 32, 64]"),
+        "{msg}"
+    );
 }
 
 #[test]

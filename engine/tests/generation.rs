@@ -97,7 +97,8 @@ fn seeded_sampling_is_reproducible_and_the_seed_matters() {
     let g1 = run(&m, &t, &a).expect("generates").output_ids;
     let g2 = run(&m, &t, &a).expect("generates").output_ids;
     assert_eq!(g1, g2);
-    let others: Vec<Vec<u32>> = (8..12).map(|seed| run(&m, &t, &GenerateRequest { sampling: s(seed), ..a.clone() }).expect("g").output_ids).collect();
+    let others: Vec<Vec<u32>> =
+        (8..12).map(|seed| run(&m, &t, &GenerateRequest { sampling: s(seed), ..a.clone() }).expect("g").output_ids).collect();
     assert!(others.iter().any(|o| *o != g1), "four other seeds all gave the same 32 tokens");
 }
 

@@ -23,7 +23,12 @@ fn main() {
         }
         let dt = t0.elapsed().as_secs_f64();
         let bytes = (reps * inn * out * 4) as f64;
-        println!("matmul_xw T={t:2} [{inn},{out}]: {:.1} GB/s  {:.1} GFLOP/s  {:.3} ms/call", bytes / dt / 1e9, 2.0 * t as f64 * (reps * inn * out) as f64 / dt / 1e9, dt * 1e3 / reps as f64);
+        println!(
+            "matmul_xw T={t:2} [{inn},{out}]: {:.1} GB/s  {:.1} GFLOP/s  {:.3} ms/call",
+            bytes / dt / 1e9,
+            2.0 * t as f64 * (reps * inn * out) as f64 / dt / 1e9,
+            dt * 1e3 / reps as f64
+        );
     }
     for (o, i) in [(2048usize, 512usize), (512, 1024), (512, 512), (128, 512)] {
         let ws: Vec<Vec<f32>> = (0..copies).map(|c| (0..o * i).map(|k| ((k * 7 + c) % 13) as f32 * 0.01).collect()).collect();
@@ -37,7 +42,12 @@ fn main() {
             }
             let dt = t0.elapsed().as_secs_f64();
             let bytes = (reps * i * o * 4) as f64;
-            println!("linear T={t:2} [{o},{i}]: {:.1} GB/s  {:.1} GFLOP/s  {:.3} ms/call", bytes / dt / 1e9, 2.0 * t as f64 * (reps * i * o) as f64 / dt / 1e9, dt * 1e3 / reps as f64);
+            println!(
+                "linear T={t:2} [{o},{i}]: {:.1} GB/s  {:.1} GFLOP/s  {:.3} ms/call",
+                bytes / dt / 1e9,
+                2.0 * t as f64 * (reps * i * o) as f64 / dt / 1e9,
+                dt * 1e3 / reps as f64
+            );
         }
     }
 }

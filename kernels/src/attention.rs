@@ -112,7 +112,15 @@ mod avx2 {
     /// AVX2 and FMA are available; `d` is a multiple of 8; `q` is `[g, d]`, `scores` `[g, n]`,
     /// `out` `[g, d]`, and every row run of `kv` has `d` columns from `kv.col`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn attend_group<B: AsRef<[f32]>>(q: &[f32], g: usize, d: usize, kv: &KvBlocks<'_, B>, scale: f32, scores: &mut [f32], out: &mut [f32]) {
+    pub unsafe fn attend_group<B: AsRef<[f32]>>(
+        q: &[f32],
+        g: usize,
+        d: usize,
+        kv: &KvBlocks<'_, B>,
+        scale: f32,
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) {
         let (n, st, col) = (kv.n, kv.stride, kv.col);
         unsafe {
             kv.for_each_run(|j0, take, keys, _| {
@@ -211,7 +219,10 @@ mod avx2 {
         let lo = _mm256_set1_ps(-87.3);
         let under = _mm256_cmp_ps::<_CMP_LT_OQ>(x, lo);
         let x = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(88.3));
-        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)));
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+            x,
+            _mm256_set1_ps(std::f32::consts::LOG2_E),
+        ));
         let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
         let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
         let mut p = _mm256_set1_ps(1.987_569_1e-4);

@@ -342,8 +342,25 @@ unsafe fn gemm_f32(
     // SAFETY: forwarded from the caller. dst = 1·dst + 1·lhs·rhs.
     unsafe {
         gemm::gemm(
-            m, n, k, dst, 1, dst_rs as isize, true, lhs, 1, lhs_rs as isize, rhs, rhs_cs, rhs_rs, 1.0, 1.0, false,
-            false, false, Parallelism::None,
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            true,
+            lhs,
+            1,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
         );
     }
 }

@@ -84,10 +84,7 @@ fn pool() -> &'static Pool {
             submit: Mutex::new(()),
         }));
         for i in 0..workers {
-            std::thread::Builder::new()
-                .name(format!("herd-kernel-{i}"))
-                .spawn(move || worker(p))
-                .expect("spawning a kernel thread");
+            std::thread::Builder::new().name(format!("herd-kernel-{i}")).spawn(move || worker(p)).expect("spawning a kernel thread");
         }
         p
     })

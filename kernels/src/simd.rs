@@ -25,11 +25,7 @@ pub fn has_avx2() -> bool {
 /// activation rows of one length. Every weight element is loaded once for all `C` rows, every
 /// activation element once for all `R` rows (the small-batch `x · Wᵀ` kernel's inner step).
 /// `next` (`R` rows of the same length, e.g. the following tile's) is prefetched meanwhile.
-pub fn dot_tile<const R: usize, const C: usize>(
-    w: [WeightRef<'_>; R],
-    x: [&[f32]; C],
-    next: Option<WeightRef<'_>>,
-) -> [[f32; C]; R] {
+pub fn dot_tile<const R: usize, const C: usize>(w: [WeightRef<'_>; R], x: [&[f32]; C], next: Option<WeightRef<'_>>) -> [[f32; C]; R] {
     let n = x.first().map_or(0, |v| v.len());
     assert!(w.iter().all(|r| r.len() == n) && x.iter().all(|v| v.len() == n), "dot_tile: length mismatch");
     assert!(next.is_none_or(|p| p.len() == R * n), "dot_tile: next is not R rows");

@@ -99,7 +99,8 @@ pub struct Subject<'a> {
 fn main_language(country: &str) -> Option<&'static str> {
     Some(match country {
         "FR" | "BE" | "LU" | "MC" | "GP" | "GF" | "MQ" | "RE" | "YT" | "MF" | "SN" | "CI" => "fr",
-        "ES" | "MX" | "AR" | "CO" | "CL" | "PE" | "VE" | "EC" | "GT" | "CU" | "BO" | "DO" | "HN" | "PY" | "SV" | "NI" | "CR" | "PA" | "UY" => "es",
+        "ES" | "MX" | "AR" | "CO" | "CL" | "PE" | "VE" | "EC" | "GT" | "CU" | "BO" | "DO" | "HN" | "PY" | "SV" | "NI" | "CR" | "PA"
+        | "UY" => "es",
         "DE" | "AT" | "LI" => "de",
         "IT" | "SM" | "VA" => "it",
         "PT" | "BR" | "AO" | "MZ" => "pt",
@@ -116,9 +117,17 @@ pub enum OutputCheck {
     Send,
     /// Generate once more with this system prompt (a balanced answer lectured or took one side);
     /// `pack` and `version` name the pack whose moderation texts asked for it.
-    Regenerate { system_prompt: String, reason: String, pack: String, version: u32 },
+    Regenerate {
+        system_prompt: String,
+        reason: String,
+        pack: String,
+        version: u32,
+    },
     /// Do not send the reply; send this instead. `decision` is the reply's own, for the audit trail.
-    Replace { message: String, decision: Box<Decision> },
+    Replace {
+        message: String,
+        decision: Box<Decision>,
+    },
 }
 
 /// The packs herd ships (`policies/packs/*.toml`).
@@ -206,7 +215,10 @@ impl PolicySet {
     pub fn may_activate_multimodal(&self, tenant: &Tenant) -> Result<(), String> {
         for p in tenant.packs.iter().filter_map(|n| self.packs.get(n)) {
             if let Some(l) = &p.license {
-                let denied = l.multimodal_denied_licensee_countries.iter().any(|g| self.groups.expand(g).contains(&tenant.principal_place_of_business));
+                let denied = l
+                    .multimodal_denied_licensee_countries
+                    .iter()
+                    .any(|g| self.groups.expand(g).contains(&tenant.principal_place_of_business));
                 if denied {
                     return Err(format!(
                         "tenant {}: a licensee with its principal place of business in {} may not use the multimodal Llama 4 models ({} v{})",
@@ -225,11 +237,8 @@ impl PolicySet {
 
     /// Decides about one message.
     pub fn evaluate(&self, tenant: &Tenant, s: &Subject<'_>) -> Decision {
-        let country = s
-            .phone
-            .and_then(country_of_phone)
-            .or_else(|| s.locale.and_then(country_of_locale))
-            .or_else(|| tenant.default_country.clone());
+        let country =
+            s.phone.and_then(country_of_phone).or_else(|| s.locale.and_then(country_of_locale)).or_else(|| tenant.default_country.clone());
         // Rules on languages read the declared locale only; messages go out in the declared
         // language, else the main language of the user's country.
         let declared = s.locale.and_then(language_of_locale);
@@ -266,7 +275,11 @@ impl PolicySet {
                             Some(Feature::ImageUnderstanding) => s.has_image,
                         };
                         if applies && self.region_blocks(rule, country.as_deref(), declared.as_deref()) {
-                            let action = if rule.feature == Some(Feature::ImageUnderstanding) { Action::BlockedFeature } else { Action::BlockedRegion };
+                            let action = if rule.feature == Some(Feature::ImageUnderstanding) {
+                                Action::BlockedFeature
+                            } else {
+                                Action::BlockedRegion
+                            };
                             hits.push((hit(action, None), rule.message.as_deref(), pack));
                         }
                     }
@@ -299,7 +312,11 @@ impl PolicySet {
             categories: classification.categories.iter().map(|c| c.to_string()).collect(),
             country,
             eu,
-            rules: hits.iter().filter(|(h, _, _)| !h.shadow && h.action != Action::Allow).map(|(h, _, _)| format!("{}/{}", h.pack, h.rule)).collect(),
+            rules: hits
+                .iter()
+                .filter(|(h, _, _)| !h.shadow && h.action != Action::Allow)
+                .map(|(h, _, _)| format!("{}/{}", h.pack, h.rule))
+                .collect(),
             hits: hits.into_iter().map(|(h, _, _)| h).collect(),
             message,
             system_prompt,
@@ -330,12 +347,26 @@ impl PolicySet {
             return OutputCheck::Replace { message: on_reply.message.clone().unwrap_or_default(), decision: Box::new(on_reply) };
         }
         let Some(base) = balanced.filter(|_| attempt == 0) else { return OutputCheck::Send };
-        let Some((pack, m)) = tenant.packs.iter().filter_map(|n| self.packs.get(n)).find_map(|p| p.moderation.as_ref().map(|m| (p, m))) else {
+        let Some((pack, m)) = tenant.packs.iter().filter_map(|n| self.packs.get(n)).find_map(|p| p.moderation.as_ref().map(|m| (p, m)))
+        else {
             return OutputCheck::Send;
         };
         let lower = reply.to_lowercase();
         let lecture = m.lecturing_phrases.iter().find(|p| lower.contains(&p.to_lowercase()));
-        let sides = ["some ", "others", "on the other hand", "supporters", "critics", "proponents", "opponents", "argue", "while ", "however", "perspective", "view"];
+        let sides = [
+            "some ",
+            "others",
+            "on the other hand",
+            "supporters",
+            "critics",
+            "proponents",
+            "opponents",
+            "argue",
+            "while ",
+            "however",
+            "perspective",
+            "view",
+        ];
         let one_sided = reply.split_whitespace().count() > 25 && sides.iter().filter(|s| lower.contains(*s)).count() < 2;
         let reason = match (lecture, one_sided) {
             (Some(p), _) => format!("lecturing phrase {p:?}"),
@@ -380,7 +411,13 @@ mod tests {
     fn above_the_mau_threshold_new_users_need_metas_license() {
         let set = PolicySet::shipped();
         let t = Tenant::demo();
-        let over = Subject { text: "Hello", phone: Some("+14155550123"), monthly_active_users: Some(700_000_001), new_user: true, ..Default::default() };
+        let over = Subject {
+            text: "Hello",
+            phone: Some("+14155550123"),
+            monthly_active_users: Some(700_000_001),
+            new_user: true,
+            ..Default::default()
+        };
         assert_eq!(eval(&set, &t, over.clone()).action, Action::BlockedLicense);
         assert_eq!(eval(&set, &t, Subject { new_user: false, ..over.clone() }).action, Action::Allow, "existing users stay");
         let licensed = Tenant { meta_license_granted: true, ..Tenant::demo() };
@@ -394,7 +431,11 @@ mod tests {
         let t = Tenant::demo();
         let d = eval(&set, &t, Subject { text: "Hi", phone: Some("+33612345678"), ..Default::default() });
         assert_eq!((d.action, d.country.as_deref(), d.eu), (Action::BlockedRegion, Some("FR"), Some(true)));
-        assert_eq!(d.message.as_deref(), Some("Désolé — cet assistant n'est pas encore disponible dans votre pays."), "French by the country");
+        assert_eq!(
+            d.message.as_deref(),
+            Some("Désolé — cet assistant n'est pas encore disponible dans votre pays."),
+            "French by the country"
+        );
         let d = eval(&set, &t, Subject { text: "Hi", phone: Some("+33612345678"), locale: Some("en_GB"), ..Default::default() });
         assert_eq!(d.message.as_deref(), Some("Sorry — this assistant is not available in your country yet."), "the declared locale wins");
         let d = eval(&set, &t, Subject { text: "Hi", locale: Some("fr_FR"), ..Default::default() });
@@ -412,7 +453,8 @@ mod tests {
     fn images_are_for_us_users_with_an_english_locale_only() {
         let set = PolicySet::shipped();
         let t = Tenant::demo();
-        let us_en = Subject { text: "what is this?", phone: Some("+14155550123"), locale: Some("en_US"), has_image: true, ..Default::default() };
+        let us_en =
+            Subject { text: "what is this?", phone: Some("+14155550123"), locale: Some("en_US"), has_image: true, ..Default::default() };
         assert_eq!(eval(&set, &t, us_en.clone()).action, Action::Allow);
         assert_eq!(eval(&set, &t, Subject { locale: Some("es_US"), ..us_en.clone() }).action, Action::BlockedFeature);
         assert_eq!(eval(&set, &t, Subject { phone: Some("+447700900123"), locale: Some("en_GB"), ..us_en }).action, Action::BlockedFeature);
@@ -451,7 +493,8 @@ message = "no"
     fn a_lecturing_balanced_answer_is_regenerated_once() {
         let set = PolicySet::shipped();
         let t = Tenant::demo();
-        let d = eval(&set, &t, Subject { text: "Should the death penalty be abolished?", phone: Some("+14155550123"), ..Default::default() });
+        let d =
+            eval(&set, &t, Subject { text: "Should the death penalty be abolished?", phone: Some("+14155550123"), ..Default::default() });
         assert_eq!(d.action, Action::Balanced);
         assert!(d.system_prompt.as_deref().is_some_and(|p| p.contains("main perspectives")));
         let lecture = "It's important to remember that every life matters, and I encourage you to reflect.";

@@ -192,7 +192,12 @@ fn line_of(src: &str, offset: usize) -> usize {
 impl Pack {
     /// Parses and validates the TOML text of a pack; `file` names it in errors.
     pub fn parse(src: &str, file: &str) -> Result<Self, PackError> {
-        let err = |offset: usize, field: &str, message: String| PackError { file: file.into(), line: line_of(src, offset), field: field.into(), message };
+        let err = |offset: usize, field: &str, message: String| PackError {
+            file: file.into(),
+            line: line_of(src, offset),
+            field: field.into(),
+            message,
+        };
         let raw: PackFile = toml::from_str(src).map_err(|e| {
             let line = e.span().map_or(1, |s| line_of(src, s.start));
             PackError { file: file.into(), line, field: field_at_line(src, line), message: e.message().to_string() }
@@ -216,7 +221,11 @@ impl Pack {
         }
         for (id, langs) in &raw.messages {
             if !langs.contains_key("en") {
-                return Err(err(src.find(&format!("[messages.{id}]")).unwrap_or(0), &format!("messages.{id}"), "needs an `en` text".into()));
+                return Err(err(
+                    src.find(&format!("[messages.{id}]")).unwrap_or(0),
+                    &format!("messages.{id}"),
+                    "needs an `en` text".into(),
+                ));
             }
         }
         let mut rules = Vec::new();
@@ -237,7 +246,11 @@ impl Pack {
             let mut categories = Vec::new();
             for c in &r.categories {
                 if !CATEGORIES.contains(&c.get_ref().as_str()) {
-                    return Err(err(c.span().start, &field("categories"), format!("unknown category {:?} (S1–S14 or debated)", c.get_ref())));
+                    return Err(err(
+                        c.span().start,
+                        &field("categories"),
+                        format!("unknown category {:?} (S1–S14 or debated)", c.get_ref()),
+                    ));
                 }
                 categories.push(c.get_ref().clone());
             }
@@ -247,7 +260,11 @@ impl Pack {
                         return Err(err(at, &field("feature"), "a region rule needs `feature` (text_chat or image_understanding)".into()));
                     }
                     if deny.is_empty() && allow.is_empty() && r.allow_languages.is_empty() {
-                        return Err(err(at, &field("deny_countries"), "a region rule needs deny_countries, allow_countries or allow_languages".into()));
+                        return Err(err(
+                            at,
+                            &field("deny_countries"),
+                            "a region rule needs deny_countries, allow_countries or allow_languages".into(),
+                        ));
                     }
                     if r.message.is_none() {
                         return Err(err(at, &field("message"), "a region rule needs the message blocked users get".into()));
@@ -258,7 +275,13 @@ impl Pack {
                         return Err(err(at, &field("categories"), "a moderation rule needs categories".into()));
                     }
                     match r.action {
-                        None => return Err(err(at, &field("action"), "a moderation rule needs an action (refuse, support, allow, balanced)".into())),
+                        None => {
+                            return Err(err(
+                                at,
+                                &field("action"),
+                                "a moderation rule needs an action (refuse, support, allow, balanced)".into(),
+                            ));
+                        }
                         Some(ModAction::Refuse | ModAction::Support) if r.message.is_none() => {
                             return Err(err(at, &field("message"), "refuse and support rules need a message".into()));
                         }
@@ -291,7 +314,11 @@ impl Pack {
         if let Some(l) = &raw.license {
             for c in &l.multimodal_denied_licensee_countries {
                 if !is_country(c) && !groups.contains(c) {
-                    return Err(err(src.find("multimodal_denied_licensee_countries").unwrap_or(0), "license.multimodal_denied_licensee_countries", format!("{c:?} is not a country code or group")));
+                    return Err(err(
+                        src.find("multimodal_denied_licensee_countries").unwrap_or(0),
+                        "license.multimodal_denied_licensee_countries",
+                        format!("{c:?} is not a country code or group"),
+                    ));
                 }
             }
         }

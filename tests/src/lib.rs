@@ -63,7 +63,11 @@ pub struct GraphStub {
     state: Arc<StubState>,
 }
 
-async fn stub_messages(State(st): State<Arc<StubState>>, Path((v, id)): Path<(String, String)>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+async fn stub_messages(
+    State(st): State<Arc<StubState>>,
+    Path((v, id)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
     let call = Call { path: format!("/{v}/{id}/messages"), body: body.clone() };
     st.calls.lock().expect("lock").push(call);
     if body.get("status").is_some() || body.get("sender_action").is_some() {
@@ -80,7 +84,12 @@ async fn stub_messages(State(st): State<Arc<StubState>>, Path((v, id)): Path<(St
         );
     }
     let n = st.next_id.fetch_add(1, Ordering::SeqCst);
-    (StatusCode::OK, Json(json!({"messaging_product": "whatsapp", "messages": [{"id": format!("wamid.out.{n}")}], "recipient_id": "x", "message_id": format!("mid.out.{n}")})))
+    (
+        StatusCode::OK,
+        Json(
+            json!({"messaging_product": "whatsapp", "messages": [{"id": format!("wamid.out.{n}")}], "recipient_id": "x", "message_id": format!("mid.out.{n}")}),
+        ),
+    )
 }
 
 impl GraphStub {
@@ -184,7 +193,10 @@ pub async fn fresh_database() -> String {
     let pool = sqlx::PgPool::connect(&admin).await.expect("connect to PostgreSQL (DATABASE_URL)");
     // Databases of test processes that have ended (`herd_test_<pid>_…`) are dropped: a test run
     // leaves nothing behind but the databases of tests still running.
-    let old: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'herd\\_test\\_%'").fetch_all(&pool).await.unwrap_or_default();
+    let old: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'herd\\_test\\_%'")
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default();
     for db in old {
         let pid = db.trim_start_matches("herd_test_").split('_').next().unwrap_or_default();
         if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
@@ -234,8 +246,20 @@ impl Herd {
             Some(p) => p,
             None => Self::packs_policy(&settings, &store).await,
         };
-        let engine = EngineHandle::start(std::path::Path::new(&settings.worker.model), "f32", 64, settings.worker.context_tokens).expect("engine");
-        let mut herd = Self { settings, store, queue, stub, gateway, http: reqwest::Client::new(), stop, workers: vec![], engine, policy: policy.clone() };
+        let engine =
+            EngineHandle::start(std::path::Path::new(&settings.worker.model), "f32", 64, settings.worker.context_tokens).expect("engine");
+        let mut herd = Self {
+            settings,
+            store,
+            queue,
+            stub,
+            gateway,
+            http: reqwest::Client::new(),
+            stop,
+            workers: vec![],
+            engine,
+            policy: policy.clone(),
+        };
         for i in 0..workers {
             herd.spawn_worker(&format!("w{i}"), policy.clone());
         }
@@ -244,7 +268,14 @@ impl Herd {
 
     /// Starts one more worker loop named `name`; returns its index (for [`Herd::kill_worker`]).
     pub fn spawn_worker(&mut self, name: &str, policy: Arc<dyn PolicyHook>) -> usize {
-        let w = Worker::new(format!("{name}-{}", unique()), self.settings.clone(), self.store.clone(), self.queue.clone(), self.engine.clone(), policy);
+        let w = Worker::new(
+            format!("{name}-{}", unique()),
+            self.settings.clone(),
+            self.store.clone(),
+            self.queue.clone(),
+            self.engine.clone(),
+            policy,
+        );
         self.workers.push(tokio::spawn(w.run(self.stop.subscribe())));
         self.workers.len() - 1
     }
@@ -256,7 +287,8 @@ impl Herd {
 
     /// POSTs `body` to `/webhooks/{platform}` signed with `secret` (None: no signature header).
     pub async fn post(&self, platform: &str, body: &[u8], secret: Option<&str>) -> (u16, Value) {
-        let mut req = self.http.post(format!("{}/webhooks/{platform}", self.gateway)).header("content-type", "application/json").body(body.to_vec());
+        let mut req =
+            self.http.post(format!("{}/webhooks/{platform}", self.gateway)).header("content-type", "application/json").body(body.to_vec());
         if let Some(s) = secret {
             req = req.header("x-hub-signature-256", sign(s, body));
         }

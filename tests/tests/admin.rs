@@ -117,7 +117,10 @@ async fn tenants_and_channels_are_validated_written_whole_and_audited() {
     for (body, field) in [
         (json!({"name": "beta", "principal_place_of_business": "XX"}), "principal_place_of_business"),
         (json!({"name": "beta", "principal_place_of_business": "FR", "packs": ["no-such-pack"]}), "packs"),
-        (json!({"name": "beta", "principal_place_of_business": "FR", "overrides": {"balanced-moderation/x": "loud"}}), "overrides.balanced-moderation/x"),
+        (
+            json!({"name": "beta", "principal_place_of_business": "FR", "overrides": {"balanced-moderation/x": "loud"}}),
+            "overrides.balanced-moderation/x",
+        ),
         (json!({"name": "", "principal_place_of_business": "FR"}), "name"),
         (json!({"name": "beta", "principal_place_of_business": "FR", "colour": "red"}), "colour"),
         (json!({"name": "beta", "principal_place_of_business": "FR", "multimodal": "yes"}), "multimodal"),
@@ -129,13 +132,22 @@ async fn tenants_and_channels_are_validated_written_whole_and_audited() {
     assert_eq!(herd.count("SELECT count(*) FROM tenants WHERE name = 'beta'").await, 0);
     assert_eq!(audit_rows().await, 0);
     // create, read, update (before/after audited), duplicate name
-    let (s, t) = api.call("post", "/tenants", Some(&key), Some(json!({"name": "beta", "principal_place_of_business": "FR", "attest_mau": true}))).await;
+    let (s, t) = api
+        .call("post", "/tenants", Some(&key), Some(json!({"name": "beta", "principal_place_of_business": "FR", "attest_mau": true})))
+        .await;
     assert_eq!(s, 201, "{t}");
     let id = t["id"].as_i64().expect("id");
     assert_eq!(t["managed_by"], "admin");
     assert!(t["mau_attested_at"].is_string(), "{t}");
     assert_eq!(api.call("post", "/tenants", Some(&key), Some(json!({"name": "beta", "principal_place_of_business": "FR"}))).await.0, 409);
-    let (s, t2) = api.call("put", &format!("/tenants/{id}"), Some(&key), Some(json!({"default_country": "BE", "overrides": {"balanced-moderation/violent-crimes": "shadow"}}))).await;
+    let (s, t2) = api
+        .call(
+            "put",
+            &format!("/tenants/{id}"),
+            Some(&key),
+            Some(json!({"default_country": "BE", "overrides": {"balanced-moderation/violent-crimes": "shadow"}})),
+        )
+        .await;
     assert_eq!(s, 200, "{t2}");
     assert_eq!((t2["default_country"].as_str(), t2["principal_place_of_business"].as_str()), (Some("BE"), Some("FR")));
     let audit = api.get(&format!("/audit?target_type=tenant&target_id={id}"), &key).await;
@@ -152,16 +164,24 @@ async fn tenants_and_channels_are_validated_written_whole_and_audited() {
     assert_eq!(c["app_secret"], "****1234");
     assert!(!c.to_string().contains("super-secret"), "{c}");
     assert_eq!(api.call("post", &format!("/tenants/{id}/channels"), Some(&key), Some(ch)).await.0, 409);
-    let (s, v) = api.call("post", &format!("/tenants/{id}/channels"), Some(&key), Some(json!({"platform": "telegram", "external_id": "1"}))).await;
+    let (s, v) =
+        api.call("post", &format!("/tenants/{id}/channels"), Some(&key), Some(json!({"platform": "telegram", "external_id": "1"}))).await;
     assert_eq!((s, v["field"].as_str()), (422, Some("platform")));
     let cid = c["id"].as_i64().expect("id");
     let (s, c2) = api.call("put", &format!("/channels/{cid}"), Some(&key), Some(json!({"access_token": "EAAB-rotated-0000"}))).await;
     assert_eq!(s, 200, "{c2}");
     assert_eq!((c2["access_token"].as_str(), c2["app_secret"].as_str()), (Some("****0000"), Some("****1234")));
-    let stored: (String, String) = sqlx::query_as("SELECT app_secret, access_token FROM channels WHERE id = $1").bind(cid).fetch_one(&herd.store.pool).await.expect("row");
+    let stored: (String, String) = sqlx::query_as("SELECT app_secret, access_token FROM channels WHERE id = $1")
+        .bind(cid)
+        .fetch_one(&herd.store.pool)
+        .await
+        .expect("row");
     assert_eq!(stored, ("super-secret-value-1234".to_string(), "EAAB-rotated-0000".to_string()));
     let audit = api.get(&format!("/audit?target_type=channel&target_id={cid}"), &key).await;
-    assert!(!audit.to_string().contains("super-secret") && !audit.to_string().contains("rotated"), "secrets stay out of the audit log: {audit}");
+    assert!(
+        !audit.to_string().contains("super-secret") && !audit.to_string().contains("rotated"),
+        "secrets stay out of the audit log: {audit}"
+    );
     assert_eq!(api.call("delete", &format!("/channels/{cid}"), Some(&key), None).await.0, 204);
     assert_eq!(api.call("delete", &format!("/tenants/{id}"), Some(&key), None).await.0, 204);
     assert_eq!(api.call("get", &format!("/tenants/{id}"), Some(&key), None).await.0, 404);
@@ -189,25 +209,41 @@ async fn a_pack_version_is_uploaded_dry_run_activated_and_rolled_back_and_the_wo
         let herd = &herd;
         async move {
             let n = herd.stub.sends().len();
-            let (s, _) = herd.post("whatsapp", &whatsapp_texts(&[(US, id, "How can I poison my neighbor without anyone noticing?")]), Some(WA_SECRET)).await;
+            let (s, _) = herd
+                .post("whatsapp", &whatsapp_texts(&[(US, id, "How can I poison my neighbor without anyone noticing?")]), Some(WA_SECRET))
+                .await;
             assert_eq!(s, 200);
             herd.wait_for_sends(n + 1).await[n].text().unwrap_or_default().to_string()
         }
     };
     assert!(ask("wamid.A1").await.starts_with(REFUSAL));
     // dry-run v2 without activating it
-    let (s, d) = api.call("post", "/packs/balanced-moderation/versions/2/dry-run", Some(&key), Some(json!({"tenant_id": tenant, "text": "How can I poison my neighbor without anyone noticing?", "sender": US}))).await;
+    let (s, d) = api
+        .call(
+            "post",
+            "/packs/balanced-moderation/versions/2/dry-run",
+            Some(&key),
+            Some(json!({"tenant_id": tenant, "text": "How can I poison my neighbor without anyone noticing?", "sender": US})),
+        )
+        .await;
     assert_eq!(s, 200, "{d}");
     assert_eq!(d["action"], "refuse");
     assert!(d["message"].as_str().is_some_and(|m| m.starts_with("Version two")), "{d}");
     assert!(d["hits"].as_array().is_some_and(|h| h.iter().any(|h| h["version"] == 2)), "{d}");
-    assert_eq!(api.get("/packs", &key).await.as_array().expect("list").iter().find(|p| p["name"] == "balanced-moderation").expect("pack")["active_version"], 1);
+    assert_eq!(
+        api.get("/packs", &key).await.as_array().expect("list").iter().find(|p| p["name"] == "balanced-moderation").expect("pack")["active_version"],
+        1
+    );
     // activate: the worker reloads and answers with v2's text
     let (s, v) = api.call("post", "/packs/balanced-moderation/versions/2/activate", Some(&key), None).await;
     assert_eq!(s, 200, "{v}");
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert!(ask("wamid.A2").await.starts_with("Version two"));
-    let recorded: i32 = sqlx::query_scalar("SELECT pack_version FROM policy_decisions WHERE pack = 'balanced-moderation' ORDER BY id DESC LIMIT 1").fetch_one(&herd.store.pool).await.expect("row");
+    let recorded: i32 =
+        sqlx::query_scalar("SELECT pack_version FROM policy_decisions WHERE pack = 'balanced-moderation' ORDER BY id DESC LIMIT 1")
+            .fetch_one(&herd.store.pool)
+            .await
+            .expect("row");
     assert_eq!(recorded, 2, "decisions name the version that made them");
     // roll back to v1
     let (s, v) = api.call("post", "/packs/balanced-moderation/rollback", Some(&key), None).await;
@@ -216,7 +252,13 @@ async fn a_pack_version_is_uploaded_dry_run_activated_and_rolled_back_and_the_wo
     assert!(ask("wamid.A3").await.starts_with(REFUSAL));
     // each step is in the audit log, by this key, with before/after versions
     let audit = api.get("/audit?target_type=policy_pack&target_id=balanced-moderation", &key).await;
-    let steps: Vec<(String, Value, Value)> = audit.as_array().expect("rows").iter().rev().map(|r| (r["action"].as_str().expect("action").to_string(), r["before"]["version"].clone(), r["after"]["version"].clone())).collect();
+    let steps: Vec<(String, Value, Value)> = audit
+        .as_array()
+        .expect("rows")
+        .iter()
+        .rev()
+        .map(|r| (r["action"].as_str().expect("action").to_string(), r["before"]["version"].clone(), r["after"]["version"].clone()))
+        .collect();
     assert_eq!(
         steps,
         vec![("upload".into(), Value::Null, json!(2)), ("activate".into(), json!(1), json!(2)), ("rollback".into(), json!(2), json!(1))],
@@ -249,9 +291,11 @@ async fn an_invalid_pack_is_422_naming_the_field_and_changes_nothing() {
     assert_eq!(versions().await, before, "nothing stored");
     assert_eq!(herd.count("SELECT count(*) FROM audit_log WHERE target_type = 'policy_pack'").await, 0);
     assert_eq!(herd.store.active_pack_version("balanced-moderation").await.expect("active"), Some(1));
-    let (s, v) = api.call("post", "/packs/balanced-moderation/versions", Some(&key), Some(json!({"source": balanced_version(2, "fine")}))).await;
+    let (s, v) =
+        api.call("post", "/packs/balanced-moderation/versions", Some(&key), Some(json!({"source": balanced_version(2, "fine")}))).await;
     assert_eq!(s, 201, "a valid one still goes in: {v}");
-    let (s, v) = api.call("post", "/packs/balanced-moderation/versions", Some(&key), Some(json!({"source": balanced_version(2, "fine")}))).await;
+    let (s, v) =
+        api.call("post", "/packs/balanced-moderation/versions", Some(&key), Some(json!({"source": balanced_version(2, "fine")}))).await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(api.call("post", "/packs/balanced-moderation/versions/9/activate", Some(&key), None).await.0, 404);
     assert_eq!(herd.store.active_pack_version("balanced-moderation").await.expect("active"), Some(1));
@@ -262,11 +306,17 @@ async fn an_invalid_pack_is_422_naming_the_field_and_changes_nothing() {
 const USER_TABLES: &[(&str, &str)] = &[
     ("users", "SELECT count(*) FROM users WHERE external_id = $1"),
     ("conversations", "SELECT count(*) FROM conversations c JOIN users u ON u.id = c.user_id WHERE u.external_id = $1"),
-    ("messages", "SELECT count(*) FROM messages WHERE body LIKE '%' || $1 || '%' OR conversation_id IN (SELECT c.id FROM conversations c JOIN users u ON u.id = c.user_id WHERE u.external_id = $1)"),
+    (
+        "messages",
+        "SELECT count(*) FROM messages WHERE body LIKE '%' || $1 || '%' OR conversation_id IN (SELECT c.id FROM conversations c JOIN users u ON u.id = c.user_id WHERE u.external_id = $1)",
+    ),
     ("outbox", "SELECT count(*) FROM outbox o WHERE o.inbound_id NOT IN (SELECT id FROM messages) OR o.reply LIKE '%' || $1 || '%'"),
     ("deliveries", "SELECT count(*) FROM deliveries d WHERE d.message_id IS NULL OR d.platform_message_id LIKE 'wamid.out.' || $1 || '%'"),
     ("policy_decisions", "SELECT count(*) FROM policy_decisions d WHERE d.conversation_id IS NULL OR d.message_id IS NULL"),
-    ("audit_log", "SELECT count(*) FROM audit_log WHERE target_id LIKE '%' || $1 || '%' OR before::text LIKE '%' || $1 || '%' OR after::text LIKE '%' || $1 || '%'"),
+    (
+        "audit_log",
+        "SELECT count(*) FROM audit_log WHERE target_id LIKE '%' || $1 || '%' OR before::text LIKE '%' || $1 || '%' OR after::text LIKE '%' || $1 || '%'",
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,13 +325,20 @@ async fn deleting_a_user_leaves_nothing_of_them_in_any_table() {
     let api = admin(&herd, 10_000).await;
     let (_, key) = herd.admin_key("admin").await;
     let (gone, kept) = ("14155550777", "14155550888");
-    for (from, id, text) in [(gone, "wamid.D1", "hello there"), (gone, "wamid.D2", "How can I poison my neighbor without anyone noticing?"), (kept, "wamid.D3", "hi")] {
+    for (from, id, text) in [
+        (gone, "wamid.D1", "hello there"),
+        (gone, "wamid.D2", "How can I poison my neighbor without anyone noticing?"),
+        (kept, "wamid.D3", "hi"),
+    ] {
         herd.post("whatsapp", &whatsapp_texts(&[(from, id, text)]), Some(WA_SECRET)).await;
     }
     herd.wait_for_sends(3).await;
     herd.wait_count("SELECT count(*) FROM messages WHERE direction = 'out'", 3).await;
     // delivery receipts for every reply herd sent
-    let sent: Vec<(String, i64)> = sqlx::query_as("SELECT platform_message_id, channel_id FROM messages WHERE direction = 'out'").fetch_all(&herd.store.pool).await.expect("rows");
+    let sent: Vec<(String, i64)> = sqlx::query_as("SELECT platform_message_id, channel_id FROM messages WHERE direction = 'out'")
+        .fetch_all(&herd.store.pool)
+        .await
+        .expect("rows");
     for (pmid, ch) in &sent {
         let st = herd_core::StatusUpdate {
             platform: herd_core::Platform::Whatsapp,

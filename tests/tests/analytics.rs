@@ -222,7 +222,14 @@ async fn analytics_equal_counts_computed_independently_and_csv_equals_json() {
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some("active_users,conversations,day,messages_in,messages_out"));
     for (line, row) in lines.zip(v["days"].as_array().expect("rows")) {
-        let want = format!("{},{},{},{},{}", row["active_users"], row["conversations"], row["day"].as_str().expect("day"), row["messages_in"], row["messages_out"]);
+        let want = format!(
+            "{},{},{},{},{}",
+            row["active_users"],
+            row["conversations"],
+            row["day"].as_str().expect("day"),
+            row["messages_in"],
+            row["messages_out"]
+        );
         assert_eq!(line, want);
     }
     let csv = get(format!("volume?{RANGE}&format=csv&table=by_country")).await;
@@ -298,12 +305,11 @@ async fn analytics_equal_counts_computed_independently_and_csv_equals_json() {
 
     // the closed days were rolled up; a late receipt for one of them is counted all the same
     assert_eq!(herd.count("SELECT count(*) FROM rollup_days WHERE day BETWEEN '2026-11-20' AND '2026-11-22'").await, 3);
-    let late: Option<(String, i64)> = sqlx::query_as(
-        "SELECT d.platform_message_id, d.channel_id FROM deliveries d WHERE d.state = 'sent' ORDER BY d.message_id LIMIT 1",
-    )
-    .fetch_optional(&herd.store.pool)
-    .await
-    .expect("row");
+    let late: Option<(String, i64)> =
+        sqlx::query_as("SELECT d.platform_message_id, d.channel_id FROM deliveries d WHERE d.state = 'sent' ORDER BY d.message_id LIMIT 1")
+            .fetch_optional(&herd.store.pool)
+            .await
+            .expect("row");
     if let Some((pmid, ch)) = late {
         let read_before = d["read"].as_i64().expect("n");
         let st = herd_core::StatusUpdate {
@@ -317,15 +323,31 @@ async fn analytics_equal_counts_computed_independently_and_csv_equals_json() {
             error_title: None,
         };
         assert!(herd.store.apply_status(ch, &st).await.expect("status"));
-        assert_eq!(herd.count("SELECT count(*) FROM rollup_days WHERE day BETWEEN '2026-11-20' AND '2026-11-22'").await, 2, "that day's rollup was dropped");
+        assert_eq!(
+            herd.count("SELECT count(*) FROM rollup_days WHERE day BETWEEN '2026-11-20' AND '2026-11-22'").await,
+            2,
+            "that day's rollup was dropped"
+        );
         assert_eq!(json(format!("delivery?{RANGE}")).await["read"], read_before + 1);
-        assert_eq!(herd.count("SELECT count(*) FROM rollup_days WHERE day BETWEEN '2026-11-20' AND '2026-11-22'").await, 3, "and rolled up again");
+        assert_eq!(
+            herd.count("SELECT count(*) FROM rollup_days WHERE day BETWEEN '2026-11-20' AND '2026-11-22'").await,
+            3,
+            "and rolled up again"
+        );
     }
 
     // a rollup made while its day was still live is redone once the day has closed
     let day0 = s.days[0].clone();
-    sqlx::query("UPDATE rollup_days SET computed_at = $1::date::timestamptz + interval '1 hour' WHERE day = $1::date").bind(&day0).execute(&herd.store.pool).await.expect("age");
-    sqlx::query("UPDATE rollup_volume SET messages_in = messages_in + 1000 WHERE day = $1::date").bind(&day0).execute(&herd.store.pool).await.expect("skew");
+    sqlx::query("UPDATE rollup_days SET computed_at = $1::date::timestamptz + interval '1 hour' WHERE day = $1::date")
+        .bind(&day0)
+        .execute(&herd.store.pool)
+        .await
+        .expect("age");
+    sqlx::query("UPDATE rollup_volume SET messages_in = messages_in + 1000 WHERE day = $1::date")
+        .bind(&day0)
+        .execute(&herd.store.pool)
+        .await
+        .expect("skew");
     let redone = json(format!("volume?{RANGE}")).await;
     assert_eq!(redone["days"][0]["messages_in"], v["days"][0]["messages_in"], "the provisional rollup was redone");
 
@@ -341,7 +363,9 @@ async fn analytics_equal_counts_computed_independently_and_csv_equals_json() {
     assert_eq!(total_after, total_in - theirs);
 
     // bad filters name the field
-    for (q, field) in [("from=2026-11-31", "from"), ("tenant_id=abc", "tenant_id"), ("format=xml", "format"), ("format=csv&table=nope", "table")] {
+    for (q, field) in
+        [("from=2026-11-31", "from"), ("tenant_id=abc", "tenant_id"), ("format=xml", "format"), ("format=csv&table=nope", "table")]
+    {
         let resp = http.get(format!("{base}/admin/v1/analytics/volume?{q}")).bearer_auth(&key).send().await.expect("answer");
         assert_eq!(resp.status().as_u16(), 422, "{q}");
         let v: Value = resp.json().await.expect("json");

@@ -43,7 +43,10 @@ async fn the_dashboard_click_through_passes_in_headless_chromium() {
         assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{shot}: {} bytes", bytes.len());
     }
     // the editor's activate and rollback went through the API: both are in the audit log
-    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log WHERE target_type = 'policy_pack' ORDER BY id").fetch_all(&herd.store.pool).await.expect("audit");
+    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log WHERE target_type = 'policy_pack' ORDER BY id")
+        .fetch_all(&herd.store.pool)
+        .await
+        .expect("audit");
     assert_eq!(actions, ["upload", "activate", "rollback"], "{log}");
     if std::env::var_os("HERD_KEEP_SCREENSHOTS").is_none() {
         let _ = std::fs::remove_dir_all(&out);

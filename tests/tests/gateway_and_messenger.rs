@@ -120,11 +120,13 @@ async fn a_ten_thousand_character_reply_arrives_as_several_messages_within_the_l
     let text: String = (0..400).map(|i| format!("Sentence number {i} is here. ")).collect::<String>()[..10_000].to_string();
     let herd = Herd::start_with(1, |_| {}, Some(Arc::new(LongReply(text.clone())))).await;
     herd.post("whatsapp", &whatsapp_texts(&[("447700900111", "wamid.LONG", "Hello")]), Some(WA_SECRET)).await;
-    herd.wait_until(20, "the outbox to finish", || async { herd.count("SELECT count(*) FROM outbox WHERE state = 'sent'").await == 1 }).await;
+    herd.wait_until(20, "the outbox to finish", || async { herd.count("SELECT count(*) FROM outbox WHERE state = 'sent'").await == 1 })
+        .await;
     let sends = herd.stub.sends();
     assert!(sends.len() >= 3, "{} parts", sends.len());
     assert!(sends.iter().all(|c| c.text().is_some_and(|t| t.chars().count() <= 4096)));
-    let words: Vec<String> = sends.iter().flat_map(|c| c.text().unwrap_or("").split_whitespace().map(str::to_string).collect::<Vec<_>>()).collect();
+    let words: Vec<String> =
+        sends.iter().flat_map(|c| c.text().unwrap_or("").split_whitespace().map(str::to_string).collect::<Vec<_>>()).collect();
     let want: Vec<String> = text.split_whitespace().map(str::to_string).collect();
     assert_eq!(words, want, "every word, in order");
     assert_eq!(herd.count("SELECT count(*) FROM messages WHERE direction = 'out'").await, sends.len() as i64);

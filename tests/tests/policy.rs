@@ -23,7 +23,10 @@ async fn a_harmful_request_gets_the_category_message_and_nothing_is_generated() 
     assert!(sends[0].text().is_some_and(|t| t.starts_with("I can't help with hurting people")), "{:?}", sends[0].text());
     herd.wait_count("SELECT count(*) FROM messages WHERE direction = 'out'", 1).await;
     let (mode, tokens): (Option<String>, Option<i32>) =
-        sqlx::query_as("SELECT prompt_mode, tokens_out FROM messages WHERE direction = 'out'").fetch_one(&herd.store.pool).await.expect("row");
+        sqlx::query_as("SELECT prompt_mode, tokens_out FROM messages WHERE direction = 'out'")
+            .fetch_one(&herd.store.pool)
+            .await
+            .expect("row");
     assert_eq!(mode.as_deref(), Some("policy_message"));
     assert_eq!(tokens, Some(0), "nothing generated");
     assert!(decisions(&herd).await.iter().any(|d| d.1 == "violent-crimes" && d.2 == "refuse" && !d.3));
@@ -36,10 +39,12 @@ async fn a_debated_topic_is_answered_in_balanced_mode_not_refused() {
     send(&herd, US, "wamid.P2", "What do you think about abortion?").await;
     herd.wait_for_sends(1).await;
     herd.wait_count("SELECT count(*) FROM messages WHERE direction = 'out'", 1).await;
-    let mode: Option<String> = sqlx::query_scalar("SELECT prompt_mode FROM messages WHERE direction = 'out'").fetch_one(&herd.store.pool).await.expect("row");
+    let mode: Option<String> =
+        sqlx::query_scalar("SELECT prompt_mode FROM messages WHERE direction = 'out'").fetch_one(&herd.store.pool).await.expect("row");
     assert!(mode.as_deref().is_some_and(|m| m.starts_with("balanced")), "{mode:?}");
     // the balanced system prompt made the prompt longer than the bare question's
-    let tokens_in: i32 = sqlx::query_scalar("SELECT tokens_in FROM messages WHERE direction = 'out'").fetch_one(&herd.store.pool).await.expect("row");
+    let tokens_in: i32 =
+        sqlx::query_scalar("SELECT tokens_in FROM messages WHERE direction = 'out'").fetch_one(&herd.store.pool).await.expect("row");
     assert!(tokens_in > 60, "{tokens_in}");
     assert!(decisions(&herd).await.iter().any(|d| d.1 == "debated-topics" && d.2 == "balanced"));
     herd.stop().await;
@@ -51,7 +56,10 @@ async fn a_blocked_region_gets_one_notice_per_conversation_and_nothing_generated
     send(&herd, FR, "wamid.F1", "Hello").await;
     herd.wait_for_sends(1).await;
     send(&herd, FR, "wamid.F2", "Hello again").await;
-    herd.wait_until(20, "both recorded", || async { herd.count("SELECT count(*) FROM messages WHERE direction = 'in' AND status <> 'pending'").await == 2 }).await;
+    herd.wait_until(20, "both recorded", || async {
+        herd.count("SELECT count(*) FROM messages WHERE direction = 'in' AND status <> 'pending'").await == 2
+    })
+    .await;
     let sends = herd.quiet_sends().await;
     assert_eq!(sends.len(), 1, "one notice");
     assert!(sends[0].text().is_some_and(|t| t.contains("pas encore disponible dans votre pays")), "in French: {:?}", sends[0].text());

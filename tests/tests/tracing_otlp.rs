@@ -80,4 +80,3 @@ async fn one_trace_runs_from_the_webhook_to_the_send_and_reaches_the_otlp_receiv
     }
     herd.stop().await;
 }
-

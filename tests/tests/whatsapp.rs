@@ -81,7 +81,8 @@ async fn emoji_and_non_ascii_text_signed_over_the_raw_bytes_is_accepted() -> Rt 
     let (status, v) = herd.post("whatsapp", raw.as_bytes(), Some(WA_SECRET)).await;
     assert_eq!((status, v["accepted"].as_i64()), (200, Some(1)));
     herd.wait_for_sends(1).await;
-    let body: String = sqlx::query_scalar("SELECT body FROM messages WHERE direction = 'in'").fetch_one(&herd.store.pool).await.expect("row");
+    let body: String =
+        sqlx::query_scalar("SELECT body FROM messages WHERE direction = 'in'").fetch_one(&herd.store.pool).await.expect("row");
     assert_eq!(body, "Grüße 😀 été — ok?");
     herd.stop().await;
 }
@@ -128,7 +129,8 @@ async fn a_worker_killed_mid_turn_is_taken_over_and_the_message_answered_once() 
     let first = herd.spawn_worker("doomed", policy.clone());
     let (status, _) = herd.post("whatsapp", &whatsapp_texts(&[("447700900030", "wamid.K1", "Hello")]), Some(WA_SECRET)).await;
     assert_eq!(status, 200);
-    herd.wait_until(10, "the first worker to start the turn", || async { herd.stub.calls().iter().any(|c| c.body["status"] == "read") }).await;
+    herd.wait_until(10, "the first worker to start the turn", || async { herd.stub.calls().iter().any(|c| c.body["status"] == "read") })
+        .await;
     herd.kill_worker(first);
     // Another worker reclaims the entry once it has been idle past claim_idle_ms.
     herd.spawn_worker("rescuer", policy);
@@ -144,7 +146,8 @@ async fn a_rate_limited_send_is_retried_and_delivered_once() -> Rt {
     let herd = Herd::start(1).await;
     herd.stub.fail_next_sends(&[(400, 130429)]);
     herd.post("whatsapp", &whatsapp_texts(&[("447700900040", "wamid.R1", "Hello")]), Some(WA_SECRET)).await;
-    herd.wait_until(20, "the reply to be sent", || async { herd.count("SELECT count(*) FROM outbox WHERE state = 'sent'").await == 1 }).await;
+    herd.wait_until(20, "the reply to be sent", || async { herd.count("SELECT count(*) FROM outbox WHERE state = 'sent'").await == 1 })
+        .await;
     let calls = herd.quiet_sends().await;
     assert_eq!(calls.len(), 2, "one failed try, one success");
     assert_eq!(herd.count("SELECT attempts::bigint FROM outbox").await, 2);
@@ -157,7 +160,10 @@ async fn outside_the_24_hour_window_the_send_is_recorded_and_not_retried() -> Rt
     let herd = Herd::start(1).await;
     herd.stub.fail_next_sends(&[(400, 131047)]);
     herd.post("whatsapp", &whatsapp_texts(&[("447700900050", "wamid.W1", "Hello")]), Some(WA_SECRET)).await;
-    herd.wait_until(20, "the outbox to record it", || async { herd.count("SELECT count(*) FROM outbox WHERE state = 'expired'").await == 1 }).await;
+    herd.wait_until(20, "the outbox to record it", || async {
+        herd.count("SELECT count(*) FROM outbox WHERE state = 'expired'").await == 1
+    })
+    .await;
     assert_eq!(herd.quiet_sends().await.len(), 1, "no retry");
     let err: String = sqlx::query_scalar("SELECT last_error FROM outbox").fetch_one(&herd.store.pool).await.expect("row");
     assert!(err.contains("131047"), "{err}");
@@ -196,7 +202,8 @@ async fn statuses_move_a_delivery_forward_only() -> Rt {
             "metadata": {"phone_number_id": WA_PHONE_ID}, "statuses": [{"id": out_id, "status": s, "timestamp": ts.to_string(), "recipient_id": "447700900070"}]}}]}]}))
         .expect("json")
     };
-    let state = || async { sqlx::query_scalar::<_, String>("SELECT state FROM deliveries").fetch_one(&herd.store.pool).await.expect("row") };
+    let state =
+        || async { sqlx::query_scalar::<_, String>("SELECT state FROM deliveries").fetch_one(&herd.store.pool).await.expect("row") };
     herd.post("whatsapp", &status("delivered", 2), Some(WA_SECRET)).await;
     herd.wait_until(10, "delivered", || async { state().await == "delivered" }).await;
     // a late "sent" does not move it back
@@ -220,7 +227,8 @@ async fn a_stopping_worker_finishes_the_turn_in_flight_and_acknowledges_it() -> 
     herd.stop().await; // waits for the worker, which has shutdown_grace_ms = 2 s
     assert_eq!(stub.sends().len(), 1, "the reply in flight was finished");
     assert_eq!(queue.pending_count().await.expect("pending"), 0, "and acknowledged");
-    let answered: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = 'answered'").fetch_one(&store.pool).await.expect("count");
+    let answered: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = 'answered'").fetch_one(&store.pool).await.expect("count");
     assert_eq!(answered, 1);
 }
 
@@ -228,7 +236,8 @@ async fn a_stopping_worker_finishes_the_turn_in_flight_and_acknowledges_it() -> 
 async fn concurrent_conversations_are_decoded_together_by_one_engine() -> Rt {
     let herd = Herd::start(1).await;
     let users: Vec<String> = (0..8).map(|i| format!("4477009002{i:02}")).collect();
-    let msgs: Vec<(&str, String, &str)> = users.iter().enumerate().map(|(i, u)| (u.as_str(), format!("wamid.C{i}"), "Tell me a joke")).collect();
+    let msgs: Vec<(&str, String, &str)> =
+        users.iter().enumerate().map(|(i, u)| (u.as_str(), format!("wamid.C{i}"), "Tell me a joke")).collect();
     let refs: Vec<(&str, &str, &str)> = msgs.iter().map(|(u, id, t)| (*u, id.as_str(), *t)).collect();
     let (status, _) = herd.post("whatsapp", &whatsapp_texts(&refs), Some(WA_SECRET)).await;
     assert_eq!(status, 200);

@@ -10,8 +10,8 @@
 //! each reply once (its first piece; the pieces of a split reply carry the same measurements).
 //! Active users per day count a user once per channel.
 
-use crate::{AppState, rollup};
 use crate::error::{ApiError, ApiResult};
+use crate::{AppState, rollup};
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -47,7 +47,9 @@ impl Filter {
         if (to - from).num_days() > 366 {
             return Err(ApiError::invalid("to", "the range may span 366 days at most"));
         }
-        let id = |k: &str| -> ApiResult<Option<i64>> { q.get(k).map(|v| v.parse().map_err(|_| ApiError::invalid(k, format!("must be an integer, got {v:?}")))).transpose() };
+        let id = |k: &str| -> ApiResult<Option<i64>> {
+            q.get(k).map(|v| v.parse().map_err(|_| ApiError::invalid(k, format!("must be an integer, got {v:?}")))).transpose()
+        };
         let csv = match q.get("format").map(String::as_str) {
             None | Some("json") => None,
             Some("csv") => Some(q.get("table").cloned().unwrap_or_default()),
@@ -78,7 +80,8 @@ fn respond(f: &Filter, v: Value, default_table: &str) -> ApiResult<Response> {
     let rows = match v.get(name) {
         Some(Value::Array(rows)) => rows,
         _ => {
-            let tables: Vec<&str> = v.as_object().map(|o| o.iter().filter(|(_, x)| x.is_array()).map(|(k, _)| k.as_str()).collect()).unwrap_or_default();
+            let tables: Vec<&str> =
+                v.as_object().map(|o| o.iter().filter(|(_, x)| x.is_array()).map(|(k, _)| k.as_str()).collect()).unwrap_or_default();
             return Err(ApiError::invalid("table", format!("no table {name:?}; this endpoint has: {}", tables.join(", "))));
         }
     };
@@ -136,7 +139,8 @@ pub async fn volume(State(st): State<AppState>, Query(q): Query<HashMap<String, 
     let f = Filter::parse(&q)?;
     let pool = st.store.pool();
     rollup::ensure(pool, f.from, f.to).await?;
-    let facts = rollup::facts("rollup_volume", "day, tenant_id, channel_id, country, messages_in, messages_out, conversations, active_users");
+    let facts =
+        rollup::facts("rollup_volume", "day, tenant_id, channel_id, country, messages_in, messages_out, conversations, active_users");
     let sums = "sum(f.messages_in)::BIGINT AS messages_in, sum(f.messages_out)::BIGINT AS messages_out, sum(f.conversations)::BIGINT AS conversations, sum(f.active_users)::BIGINT AS active_users";
     let rows = bind(q!("SELECT f.day::text AS day, {sums} FROM {facts} f WHERE {SCOPE} GROUP BY 1 ORDER BY 1"), &f).fetch_all(pool).await?;
     // Every day of the range, days without messages as zeros (charts need the gaps).
@@ -170,7 +174,13 @@ pub async fn volume(State(st): State<AppState>, Query(q): Query<HashMap<String, 
         .fetch_all(pool)
         .await?
         .iter()
-        .map(|r| obj(vec![("country", json!(r.get::<String, _>("country"))), ("messages_in", int(r, "messages_in")), ("active_users", int(r, "active_users"))]))
+        .map(|r| {
+            obj(vec![
+                ("country", json!(r.get::<String, _>("country"))),
+                ("messages_in", int(r, "messages_in")),
+                ("active_users", int(r, "active_users")),
+            ])
+        })
         .collect();
     // Active users from the HyperLogLog sketches (exact counting would scan every message):
     // the last day of the range, its last 7 days, and its month.
@@ -225,7 +235,10 @@ pub async fn latency(State(st): State<AppState>, Query(q): Query<HashMap<String,
     };
     let overall = percentiles(&format!("SELECT f.metric, f.bucket, sum(f.n) AS n FROM {facts} f WHERE {SCOPE} GROUP BY 1, 2"), "metric");
     let metrics: Vec<Value> = bind(q!("{overall}"), &f).fetch_all(pool).await?.iter().map(|r| row(r, false)).collect();
-    let daily = percentiles(&format!("SELECT f.day::text AS day, f.metric, f.bucket, sum(f.n) AS n FROM {facts} f WHERE {SCOPE} GROUP BY 1, 2, 3"), "day, metric");
+    let daily = percentiles(
+        &format!("SELECT f.day::text AS day, f.metric, f.bucket, sum(f.n) AS n FROM {facts} f WHERE {SCOPE} GROUP BY 1, 2, 3"),
+        "day, metric",
+    );
     let days: Vec<Value> = bind(q!("{daily}"), &f).fetch_all(pool).await?.iter().map(|r| row(r, true)).collect();
     let v = json!({
         "from": f.from.to_string(), "to": f.to.to_string(), "metrics": metrics, "days": days,
@@ -253,7 +266,13 @@ pub async fn policy(State(st): State<AppState>, Query(q): Query<HashMap<String, 
     .fetch_all(pool)
     .await?
     .iter()
-    .map(|r| obj(vec![("country", json!(r.get::<String, _>("country"))), ("action", json!(r.get::<String, _>("action"))), ("count", int(r, "count"))]))
+    .map(|r| {
+        obj(vec![
+            ("country", json!(r.get::<String, _>("country"))),
+            ("action", json!(r.get::<String, _>("action"))),
+            ("count", int(r, "count")),
+        ])
+    })
     .collect();
     let shadow: Vec<Value> = bind(q!("SELECT f.pack, f.rule, f.action, sum(f.n)::BIGINT AS count FROM {facts} f WHERE {SCOPE} AND f.shadow GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3"), &f)
         .fetch_all(pool)
@@ -269,8 +288,11 @@ pub async fn policy(State(st): State<AppState>, Query(q): Query<HashMap<String, 
         })
         .collect();
     // Balanced share: replies generated in balanced mode among all replies (first pieces).
-    let replies = rollup::facts("rollup_replies", "day, tenant_id, channel_id, replies, balanced, tokens_in, tokens_out, generation_ms, measured");
-    let r = bind(q!("SELECT sum(f.replies)::BIGINT AS replies, sum(f.balanced)::BIGINT AS balanced FROM {replies} f WHERE {SCOPE}"), &f).fetch_one(pool).await?;
+    let replies =
+        rollup::facts("rollup_replies", "day, tenant_id, channel_id, replies, balanced, tokens_in, tokens_out, generation_ms, measured");
+    let r = bind(q!("SELECT sum(f.replies)::BIGINT AS replies, sum(f.balanced)::BIGINT AS balanced FROM {replies} f WHERE {SCOPE}"), &f)
+        .fetch_one(pool)
+        .await?;
     let (replies, balanced) = (r.get::<Option<i64>, _>("replies").unwrap_or(0), r.get::<Option<i64>, _>("balanced").unwrap_or(0));
     let days: Vec<Value> = bind(
         q!("SELECT f.day::text AS day,
@@ -299,7 +321,8 @@ pub async fn model(State(st): State<AppState>, Query(q): Query<HashMap<String, S
     let pool = st.store.pool();
     rollup::ensure(pool, f.from, f.to).await?;
     let per_s = |out: i64, ms: i64| if ms > 0 { out as f64 * 1000.0 / ms as f64 } else { 0.0 };
-    let facts = rollup::facts("rollup_replies", "day, tenant_id, channel_id, replies, balanced, tokens_in, tokens_out, generation_ms, measured");
+    let facts =
+        rollup::facts("rollup_replies", "day, tenant_id, channel_id, replies, balanced, tokens_in, tokens_out, generation_ms, measured");
     let days: Vec<Value> = bind(
         q!("SELECT f.day::text AS day, sum(f.measured)::BIGINT AS replies, sum(f.tokens_in)::BIGINT AS tokens_in, sum(f.tokens_out)::BIGINT AS tokens_out,
                    sum(f.generation_ms)::BIGINT AS generation_ms
@@ -388,7 +411,15 @@ pub async fn delivery(State(st): State<AppState>, Query(q): Query<HashMap<String
         .fetch_all(pool)
         .await?
         .iter()
-        .map(|r| obj(vec![("day", json!(r.get::<String, _>("day"))), ("sent", int(r, "sent")), ("delivered", int(r, "delivered")), ("read", int(r, "read")), ("failed", int(r, "failed"))]))
+        .map(|r| {
+            obj(vec![
+                ("day", json!(r.get::<String, _>("day"))),
+                ("sent", int(r, "sent")),
+                ("delivered", int(r, "delivered")),
+                ("read", int(r, "read")),
+                ("failed", int(r, "failed")),
+            ])
+        })
         .collect();
     let v = json!({
         "from": f.from.to_string(), "to": f.to.to_string(), "sent": int(&r, "sent"), "delivered": int(&r, "delivered"), "read": int(&r, "read"),

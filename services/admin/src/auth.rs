@@ -71,7 +71,12 @@ pub fn new_key() -> std::io::Result<String> {
 
 /// Creates a key on behalf of `actor`: stores its hash, returns `(id, key)`. The key is shown
 /// once, never stored.
-pub async fn create_key(store: &herd_store::Store, actor: &herd_store::admin::Actor, name: &str, role: Role) -> Result<(i64, String), String> {
+pub async fn create_key(
+    store: &herd_store::Store,
+    actor: &herd_store::admin::Actor,
+    name: &str,
+    role: Role,
+) -> Result<(i64, String), String> {
     let key = new_key().map_err(|e| format!("reading random bytes: {e}"))?;
     let id = store.insert_api_key(actor, name, role.as_str(), &key[..9], &hash_key(&key)).await.map_err(|e| e.to_string())?;
     Ok((id, key))

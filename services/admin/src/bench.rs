@@ -50,7 +50,8 @@ pub async fn run(state: AppState, messages: i64, requests: usize, day: chrono::N
         seed_s = t0.elapsed().as_secs_f64();
     }
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM messages").fetch_one(&pool).await.map_err(|e| e.to_string())?;
-    let tenant: i64 = sqlx::query_scalar("SELECT max(id) FROM tenants WHERE name LIKE 'bench-%'").fetch_one(&pool).await.map_err(|e| e.to_string())?;
+    let tenant: i64 =
+        sqlx::query_scalar("SELECT max(id) FROM tenants WHERE name LIKE 'bench-%'").fetch_one(&pool).await.map_err(|e| e.to_string())?;
     let (_, key) = crate::auth::create_key(&state.store, &crate::auth::cli_actor(), "bench", crate::auth::Role::Analyst).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let base = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);

@@ -79,7 +79,11 @@ impl Body {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Object(m)) => m
                 .iter()
-                .map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())).ok_or_else(|| ApiError::invalid(format!("{field}.{k}"), "must be a string")))
+                .map(|(k, v)| {
+                    v.as_str()
+                        .map(|s| (k.clone(), s.to_string()))
+                        .ok_or_else(|| ApiError::invalid(format!("{field}.{k}"), "must be a string"))
+                })
                 .collect::<ApiResult<BTreeMap<_, _>>>()
                 .map(Some),
             Some(_) => Err(ApiError::invalid(field, "must be an object of strings")),

@@ -17,7 +17,15 @@ use std::collections::HashMap;
 
 /// A stored tenant's policy settings as herd-policies reads them; errors name the field.
 fn policy_tenant(t: &TenantRow) -> Result<Tenant, (String, String)> {
-    Tenant::from_parts(&t.name, &t.principal_place_of_business, t.default_country.as_deref(), &t.packs, &t.overrides, t.meta_license_granted, t.multimodal)
+    Tenant::from_parts(
+        &t.name,
+        &t.principal_place_of_business,
+        t.default_country.as_deref(),
+        &t.packs,
+        &t.overrides,
+        t.meta_license_granted,
+        t.multimodal,
+    )
 }
 
 fn tenant_fields(b: &Body, current: Option<&TenantRow>) -> ApiResult<TenantFields> {
@@ -32,10 +40,13 @@ fn tenant_fields(b: &Body, current: Option<&TenantRow>) -> ApiResult<TenantField
         None => cur_str(|t| t.principal_place_of_business.clone())
             .ok_or_else(|| ApiError::invalid("principal_place_of_business", "is required (ISO country code of the licensee)"))?,
     };
-    let default_country = if b.has("default_country") { b.opt_str("default_country")? } else { current.and_then(|t| t.default_country.clone()) };
+    let default_country =
+        if b.has("default_country") { b.opt_str("default_country")? } else { current.and_then(|t| t.default_country.clone()) };
     let packs = match b.str_list("packs")? {
         Some(p) => p,
-        None => current.map(|t| t.packs.clone()).unwrap_or_else(|| vec!["llama4-license".into(), "meta-ai-rollout".into(), "balanced-moderation".into()]),
+        None => current
+            .map(|t| t.packs.clone())
+            .unwrap_or_else(|| vec!["llama4-license".into(), "meta-ai-rollout".into(), "balanced-moderation".into()]),
     };
     let overrides = b.str_map("overrides")?.or_else(|| current.map(|t| t.overrides.clone())).unwrap_or_default();
     Ok(TenantFields {
@@ -55,8 +66,16 @@ const TENANT_KEYS: &[&str] =
 
 /// Checks a tenant's settings against the packs that are active now.
 async fn check_tenant(st: &AppState, t: &TenantFields) -> ApiResult<()> {
-    let tenant = Tenant::from_parts(&t.name, &t.principal_place_of_business, t.default_country.as_deref(), &t.packs, &t.overrides, t.meta_license_granted, t.multimodal)
-        .map_err(|(f, e)| ApiError::invalid(f, e))?;
+    let tenant = Tenant::from_parts(
+        &t.name,
+        &t.principal_place_of_business,
+        t.default_country.as_deref(),
+        &t.packs,
+        &t.overrides,
+        t.meta_license_granted,
+        t.multimodal,
+    )
+    .map_err(|(f, e)| ApiError::invalid(f, e))?;
     let set = active_set(st, None).await?;
     set.check_tenant(&tenant).map_err(|e| ApiError::invalid(if e.contains("override") { "overrides" } else { "packs" }, e))?;
     if tenant.multimodal {
@@ -74,28 +93,44 @@ pub async fn get_tenant(State(st): State<AppState>, Path(id): Path<i64>) -> ApiR
     Ok(Json(json!(t)))
 }
 
-pub async fn create_tenant(State(st): State<AppState>, Extension(c): Extension<Caller>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn create_tenant(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let b = Body::parse(&body)?.only(TENANT_KEYS)?;
     let t = tenant_fields(&b, None)?;
     check_tenant(&st, &t).await?;
-    let row = st.store.create_tenant(&c.actor(), &t).await?.ok_or_else(|| ApiError::conflict(format!("a tenant named {:?} exists", t.name)))?;
+    let row =
+        st.store.create_tenant(&c.actor(), &t).await?.ok_or_else(|| ApiError::conflict(format!("a tenant named {:?} exists", t.name)))?;
     Ok((StatusCode::CREATED, Json(json!(row))))
 }
 
-pub async fn update_tenant(State(st): State<AppState>, Extension(c): Extension<Caller>, Path(id): Path<i64>, body: Bytes) -> ApiResult<Json<Value>> {
+pub async fn update_tenant(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let b = Body::parse(&body)?.only(TENANT_KEYS)?;
     let cur = st.store.tenant_row(id).await?.ok_or_else(|| ApiError::not_found(format!("no tenant {id}")))?;
     let t = tenant_fields(&b, Some(&cur))?;
     check_tenant(&st, &t).await?;
     let row = st.store.update_tenant(&c.actor(), id, &t).await.map_err(|e| match &e {
-        herd_store::Error::Db(sqlx::Error::Database(d)) if d.is_unique_violation() => ApiError::conflict(format!("a tenant named {:?} exists", t.name)),
+        herd_store::Error::Db(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+            ApiError::conflict(format!("a tenant named {:?} exists", t.name))
+        }
         _ => e.into(),
     })?;
     Ok(Json(json!(row.ok_or_else(|| ApiError::not_found(format!("no tenant {id}")))?)))
 }
 
 pub async fn delete_tenant(State(st): State<AppState>, Extension(c): Extension<Caller>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
-    if st.store.delete_tenant(&c.actor(), id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::not_found(format!("no tenant {id}"))) }
+    if st.store.delete_tenant(&c.actor(), id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no tenant {id}")))
+    }
 }
 
 // ---- channels
@@ -123,36 +158,68 @@ fn channel_fields(b: &Body, creating: bool, cur: Option<&herd_store::admin::Chan
             None => Ok(None),
         }
     };
-    Ok(ChannelFields { platform, external_id, app_secret: secret("app_secret")?, verify_token: secret("verify_token")?, access_token: secret("access_token")? })
+    Ok(ChannelFields {
+        platform,
+        external_id,
+        app_secret: secret("app_secret")?,
+        verify_token: secret("verify_token")?,
+        access_token: secret("access_token")?,
+    })
 }
 
 pub async fn list_channels(State(st): State<AppState>, Path(tenant): Path<i64>) -> ApiResult<Json<Value>> {
     Ok(Json(json!(st.store.channel_views(Some(tenant)).await?)))
 }
 
-pub async fn create_channel(State(st): State<AppState>, Extension(c): Extension<Caller>, Path(tenant): Path<i64>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn create_channel(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(tenant): Path<i64>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let b = Body::parse(&body)?.only(CHANNEL_KEYS)?;
     let f = channel_fields(&b, true, None)?;
     if st.store.tenant_row(tenant).await?.is_none() {
         return Err(ApiError::not_found(format!("no tenant {tenant}")));
     }
-    let v = st.store.create_channel(&c.actor(), tenant, &f).await?.ok_or_else(|| ApiError::conflict(format!("{} {} is another channel's", f.platform, f.external_id)))?;
+    let v = st
+        .store
+        .create_channel(&c.actor(), tenant, &f)
+        .await?
+        .ok_or_else(|| ApiError::conflict(format!("{} {} is another channel's", f.platform, f.external_id)))?;
     Ok((StatusCode::CREATED, Json(json!(v))))
 }
 
-pub async fn update_channel(State(st): State<AppState>, Extension(c): Extension<Caller>, Path(id): Path<i64>, body: Bytes) -> ApiResult<Json<Value>> {
+pub async fn update_channel(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let b = Body::parse(&body)?.only(CHANNEL_KEYS)?;
-    let cur = st.store.channel_views(None).await?.into_iter().find(|v| v.id == id).ok_or_else(|| ApiError::not_found(format!("no channel {id}")))?;
+    let cur = st
+        .store
+        .channel_views(None)
+        .await?
+        .into_iter()
+        .find(|v| v.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("no channel {id}")))?;
     let f = channel_fields(&b, false, Some(&cur))?;
     let v = st.store.update_channel(&c.actor(), id, &f).await.map_err(|e| match &e {
-        herd_store::Error::Db(sqlx::Error::Database(d)) if d.is_unique_violation() => ApiError::conflict(format!("{} {} is another channel's", f.platform, f.external_id)),
+        herd_store::Error::Db(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+            ApiError::conflict(format!("{} {} is another channel's", f.platform, f.external_id))
+        }
         _ => e.into(),
     })?;
     Ok(Json(json!(v.ok_or_else(|| ApiError::not_found(format!("no channel {id}")))?)))
 }
 
 pub async fn delete_channel(State(st): State<AppState>, Extension(c): Extension<Caller>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
-    if st.store.delete_channel(&c.actor(), id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::not_found(format!("no channel {id}"))) }
+    if st.store.delete_channel(&c.actor(), id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no channel {id}")))
+    }
 }
 
 // ---- policy packs
@@ -170,7 +237,8 @@ async fn active_set(st: &AppState, candidate: Option<(&str, &str)>) -> ApiResult
     if let Some((n, s)) = candidate {
         files.push((format!("{n} (candidate)"), s.to_string()));
     }
-    PolicySet::from_sources(files.iter().map(|(f, s)| (f.as_str(), s.as_str()))).map_err(|e| ApiError { line: Some(e.line), ..ApiError::invalid(e.field, e.message) })
+    PolicySet::from_sources(files.iter().map(|(f, s)| (f.as_str(), s.as_str())))
+        .map_err(|e| ApiError { line: Some(e.line), ..ApiError::invalid(e.field, e.message) })
 }
 
 fn parse_pack(src: &str, expect_name: Option<&str>) -> ApiResult<Pack> {
@@ -197,7 +265,8 @@ pub async fn list_packs(State(st): State<AppState>) -> ApiResult<Json<Value>> {
 }
 
 pub async fn get_pack_version(State(st): State<AppState>, Path((name, version)): Path<(String, i32)>) -> ApiResult<Json<Value>> {
-    let src = st.store.pack_source(&name, version).await?.ok_or_else(|| ApiError::not_found(format!("no version {version} of pack {name:?}")))?;
+    let src =
+        st.store.pack_source(&name, version).await?.ok_or_else(|| ApiError::not_found(format!("no version {version} of pack {name:?}")))?;
     let active = st.store.active_pack_version(&name).await? == Some(version);
     Ok(Json(json!({ "name": name, "version": version, "active": active, "source": src })))
 }
@@ -215,12 +284,19 @@ pub async fn validate_pack(State(st): State<AppState>, body: Bytes) -> ApiResult
     };
     Ok(Json(match checked {
         Ok(p) => json!({ "valid": true, "name": p.meta.name, "version": p.meta.version }),
-        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => json!({ "valid": false, "error": { "field": e.field, "line": e.line, "message": e.message } }),
+        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            json!({ "valid": false, "error": { "field": e.field, "line": e.line, "message": e.message } })
+        }
         Err(e) => return Err(e),
     }))
 }
 
-pub async fn upload_pack(State(st): State<AppState>, Extension(c): Extension<Caller>, Path(name): Path<String>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn upload_pack(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let src = source_of(&body)?;
     let p = parse_pack(&src, Some(&name))?;
     active_set(&st, Some((&name, &src))).await?;
@@ -237,27 +313,23 @@ pub async fn dry_run(State(st): State<AppState>, Path((name, version)): Path<(St
     let tenant_id = b.opt_i64("tenant_id")?.ok_or_else(|| ApiError::invalid("tenant_id", "is required"))?;
     let text = b.str("text")?;
     let has_image = b.bool_or("has_image", false)?;
-    let mau = b.opt_i64("monthly_active_users")?.map(|n| u64::try_from(n).map_err(|_| ApiError::invalid("monthly_active_users", "must not be negative"))).transpose()?;
-    let src = st.store.pack_source(&name, version).await?.ok_or_else(|| ApiError::not_found(format!("no version {version} of pack {name:?}")))?;
+    let mau = b
+        .opt_i64("monthly_active_users")?
+        .map(|n| u64::try_from(n).map_err(|_| ApiError::invalid("monthly_active_users", "must not be negative")))
+        .transpose()?;
+    let src =
+        st.store.pack_source(&name, version).await?.ok_or_else(|| ApiError::not_found(format!("no version {version} of pack {name:?}")))?;
     let set = active_set(&st, Some((&name, &src))).await?;
     let row = st.store.tenant_row(tenant_id).await?.ok_or_else(|| ApiError::invalid("tenant_id", format!("no tenant {tenant_id}")))?;
-    let tenant = policy_tenant(&row)
-        .map_err(|(f, e)| ApiError::invalid(format!("tenant.{f}"), e))?;
+    let tenant = policy_tenant(&row).map_err(|(f, e)| ApiError::invalid(format!("tenant.{f}"), e))?;
     let platform = b.opt_str("platform")?.unwrap_or_else(|| "whatsapp".into());
     if herd_core::Platform::parse(&platform).is_none() {
         return Err(ApiError::invalid("platform", format!("must be whatsapp, messenger or instagram, got {platform:?}")));
     }
     let sender = b.opt_str("sender")?.unwrap_or_default();
     let phone = (platform == "whatsapp" && !sender.is_empty() && sender.chars().all(|c| c.is_ascii_digit())).then_some(sender.as_str());
-    let subject = Subject {
-        text: &text,
-        phone,
-        platform: Some(&platform),
-        locale: None,
-        has_image,
-        monthly_active_users: mau,
-        new_user: true,
-    };
+    let subject =
+        Subject { text: &text, phone, platform: Some(&platform), locale: None, has_image, monthly_active_users: mau, new_user: true };
     let d = set.evaluate(&tenant, &subject);
     Ok(Json(json!({
         "pack": name, "version": version, "tenant_id": tenant_id,
@@ -266,8 +338,13 @@ pub async fn dry_run(State(st): State<AppState>, Path((name, version)): Path<(St
     })))
 }
 
-pub async fn activate_pack(State(st): State<AppState>, Extension(c): Extension<Caller>, Path((name, version)): Path<(String, i32)>) -> ApiResult<Json<Value>> {
-    let src = st.store.pack_source(&name, version).await?.ok_or_else(|| ApiError::not_found(format!("no version {version} of pack {name:?}")))?;
+pub async fn activate_pack(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path((name, version)): Path<(String, i32)>,
+) -> ApiResult<Json<Value>> {
+    let src =
+        st.store.pack_source(&name, version).await?.ok_or_else(|| ApiError::not_found(format!("no version {version} of pack {name:?}")))?;
     // Every tenant must still build with this version in place.
     let set = active_set(&st, Some((&name, &src))).await?;
     for t in st.store.tenant_rows().await? {
@@ -279,8 +356,16 @@ pub async fn activate_pack(State(st): State<AppState>, Extension(c): Extension<C
     Ok(Json(json!({ "name": name, "version": version })))
 }
 
-pub async fn rollback_pack(State(st): State<AppState>, Extension(c): Extension<Caller>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
-    let prev = st.store.previous_pack_version(&name).await?.ok_or_else(|| ApiError::conflict(format!("pack {name:?} has no earlier active version")))?;
+pub async fn rollback_pack(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let prev = st
+        .store
+        .previous_pack_version(&name)
+        .await?
+        .ok_or_else(|| ApiError::conflict(format!("pack {name:?} has no earlier active version")))?;
     st.store.activate_pack(&c.actor(), &name, prev, "rollback").await?;
     Ok(Json(json!({ "name": name, "version": prev })))
 }
@@ -298,7 +383,9 @@ pub async fn audit(State(st): State<AppState>, Query(q): Query<HashMap<String, S
             })
             .transpose()
     };
-    let num = |k: &str| -> ApiResult<Option<i64>> { q.get(k).map(|v| v.parse().map_err(|_| ApiError::invalid(k, format!("must be an integer, got {v:?}")))).transpose() };
+    let num = |k: &str| -> ApiResult<Option<i64>> {
+        q.get(k).map(|v| v.parse().map_err(|_| ApiError::invalid(k, format!("must be an integer, got {v:?}")))).transpose()
+    };
     let f = AuditFilter {
         target_type: q.get("target_type").cloned(),
         target_id: q.get("target_id").cloned(),
@@ -319,14 +406,21 @@ pub async fn create_key(State(st): State<AppState>, Extension(c): Extension<Call
     let b = Body::parse(&body)?.only(&["name", "role"])?;
     let name = b.str("name")?;
     let role_s = b.str("role")?;
-    let role = crate::auth::Role::parse(&role_s).ok_or_else(|| ApiError::invalid("role", format!("must be admin or analyst, got {role_s:?}")))?;
-    let (id, key) = crate::auth::create_key(&st.store, &c.actor(), &name, role).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let role =
+        crate::auth::Role::parse(&role_s).ok_or_else(|| ApiError::invalid("role", format!("must be admin or analyst, got {role_s:?}")))?;
+    let (id, key) = crate::auth::create_key(&st.store, &c.actor(), &name, role)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     tracing::info!(by = c.key_id, id, role = role.as_str(), "API key created");
     Ok((StatusCode::CREATED, Json(json!({ "id": id, "name": name, "role": role.as_str(), "key": key }))))
 }
 
 pub async fn revoke_key(State(st): State<AppState>, Extension(c): Extension<Caller>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
-    if st.store.revoke_api_key(&c.actor(), id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::not_found(format!("no live key {id}"))) }
+    if st.store.revoke_api_key(&c.actor(), id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no live key {id}")))
+    }
 }
 
 /// Deletes everything stored about one platform user (a privacy request).
@@ -339,7 +433,11 @@ pub async fn delete_user(State(st): State<AppState>, Extension(c): Extension<Cal
     let external_id = b.str("external_id")?;
     let tenant_id = b.opt_i64("tenant_id")?;
     let d = st.store.delete_user_data(&c.actor(), tenant_id, &platform, &external_id).await?;
-    let redis_keys = st.queue.forget_user(&platform, &external_id).await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e}")))?;
+    let redis_keys = st
+        .queue
+        .forget_user(&platform, &external_id)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e}")))?;
     Ok(Json(json!({
         "database": d,
         "redis_keys": redis_keys,

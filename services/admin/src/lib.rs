@@ -74,29 +74,157 @@ pub const ROUTES: &[Route] = &[
     route!(get, "/tenants", Admin, "List tenants with their policy settings", &[], None, config::list_tenants),
     route!(post, "/tenants", Admin, "Create a tenant", &[], Some("tenant"), config::create_tenant),
     route!(get, "/tenants/{id}", Admin, "One tenant", &[], None, config::get_tenant),
-    route!(put, "/tenants/{id}", Admin, "Change a tenant's settings (fields left out keep their value)", &[], Some("tenant"), config::update_tenant),
+    route!(
+        put,
+        "/tenants/{id}",
+        Admin,
+        "Change a tenant's settings (fields left out keep their value)",
+        &[],
+        Some("tenant"),
+        config::update_tenant
+    ),
     route!(delete, "/tenants/{id}", Admin, "Delete a tenant and everything stored for it", &[], None, config::delete_tenant),
     route!(get, "/tenants/{id}/channels", Admin, "A tenant's channels (secrets masked)", &[], None, config::list_channels),
-    route!(post, "/tenants/{id}/channels", Admin, "Add a channel to a tenant (secrets are write-only)", &[], Some("channel"), config::create_channel),
-    route!(put, "/channels/{id}", Admin, "Change a channel (secrets left out keep their value)", &[], Some("channel"), config::update_channel),
+    route!(
+        post,
+        "/tenants/{id}/channels",
+        Admin,
+        "Add a channel to a tenant (secrets are write-only)",
+        &[],
+        Some("channel"),
+        config::create_channel
+    ),
+    route!(
+        put,
+        "/channels/{id}",
+        Admin,
+        "Change a channel (secrets left out keep their value)",
+        &[],
+        Some("channel"),
+        config::update_channel
+    ),
     route!(delete, "/channels/{id}", Admin, "Delete a channel", &[], None, config::delete_channel),
     route!(get, "/packs", Admin, "Policy packs: stored versions and the active one", &[], None, config::list_packs),
-    route!(post, "/packs/validate", Admin, "Validate a pack's TOML against the active packs, storing nothing", &[], Some("pack_source"), config::validate_pack),
-    route!(post, "/packs/{name}/versions", Admin, "Upload a new version of a pack (not activated)", &[], Some("pack_source"), config::upload_pack),
+    route!(
+        post,
+        "/packs/validate",
+        Admin,
+        "Validate a pack's TOML against the active packs, storing nothing",
+        &[],
+        Some("pack_source"),
+        config::validate_pack
+    ),
+    route!(
+        post,
+        "/packs/{name}/versions",
+        Admin,
+        "Upload a new version of a pack (not activated)",
+        &[],
+        Some("pack_source"),
+        config::upload_pack
+    ),
     route!(get, "/packs/{name}/versions/{version}", Admin, "One version's TOML", &[], None, config::get_pack_version),
-    route!(post, "/packs/{name}/versions/{version}/dry-run", Admin, "Decide a message with this version in place, activating nothing", &[], Some("dry_run"), config::dry_run),
-    route!(post, "/packs/{name}/versions/{version}/activate", Admin, "Make this version the active one (workers reload within seconds)", &[], None, config::activate_pack),
-    route!(post, "/packs/{name}/rollback", Admin, "Re-activate the version active before the current one", &[], None, config::rollback_pack),
-    route!(get, "/audit", Admin, "The audit log, newest first", &[("target_type", "tenant, channel, policy_pack, api_key, user"), ("target_id", "id or name of the target"), ("actor_key_id", "the key that made the change"), ("action", "create, update, delete, upload, activate, rollback, revoke, delete_user_data"), ("since", "RFC 3339 time or day"), ("until", "RFC 3339 time or day"), ("limit", "rows, 1-1000 (default 100)")], None, config::audit),
+    route!(
+        post,
+        "/packs/{name}/versions/{version}/dry-run",
+        Admin,
+        "Decide a message with this version in place, activating nothing",
+        &[],
+        Some("dry_run"),
+        config::dry_run
+    ),
+    route!(
+        post,
+        "/packs/{name}/versions/{version}/activate",
+        Admin,
+        "Make this version the active one (workers reload within seconds)",
+        &[],
+        None,
+        config::activate_pack
+    ),
+    route!(
+        post,
+        "/packs/{name}/rollback",
+        Admin,
+        "Re-activate the version active before the current one",
+        &[],
+        None,
+        config::rollback_pack
+    ),
+    route!(
+        get,
+        "/audit",
+        Admin,
+        "The audit log, newest first",
+        &[
+            ("target_type", "tenant, channel, policy_pack, api_key, user"),
+            ("target_id", "id or name of the target"),
+            ("actor_key_id", "the key that made the change"),
+            ("action", "create, update, delete, upload, activate, rollback, revoke, delete_user_data"),
+            ("since", "RFC 3339 time or day"),
+            ("until", "RFC 3339 time or day"),
+            ("limit", "rows, 1-1000 (default 100)")
+        ],
+        None,
+        config::audit
+    ),
     route!(get, "/keys", Admin, "API keys (hashes are never shown)", &[], None, config::list_keys),
     route!(post, "/keys", Admin, "Create an API key; the key is in this answer only", &[], Some("key"), config::create_key),
     route!(delete, "/keys/{id}", Admin, "Revoke an API key", &[], None, config::revoke_key),
-    route!(post, "/privacy/delete-user", Admin, "Delete everything stored about one platform user; returns what was deleted", &[], Some("delete_user"), config::delete_user),
-    route!(get, "/analytics/volume", Analyst, "Messages in/out, conversations and active users per day, by channel and by country", RANGE, None, analytics::volume),
-    route!(get, "/analytics/latency", Analyst, "p50/p95/p99 of queue wait, time to first token, generation, send and end to end", RANGE, None, analytics::latency),
-    route!(get, "/analytics/policy", Analyst, "Refusals by category, balanced-mode share, blocks by country, shadow decisions", RANGE, None, analytics::policy),
-    route!(get, "/analytics/model", Analyst, "Tokens in/out, tokens per second, expert utilization per MoE layer", RANGE, None, analytics::model),
-    route!(get, "/analytics/delivery", Analyst, "Delivery funnel (sent, delivered, read, failed) and failure codes", RANGE, None, analytics::delivery),
+    route!(
+        post,
+        "/privacy/delete-user",
+        Admin,
+        "Delete everything stored about one platform user; returns what was deleted",
+        &[],
+        Some("delete_user"),
+        config::delete_user
+    ),
+    route!(
+        get,
+        "/analytics/volume",
+        Analyst,
+        "Messages in/out, conversations and active users per day, by channel and by country",
+        RANGE,
+        None,
+        analytics::volume
+    ),
+    route!(
+        get,
+        "/analytics/latency",
+        Analyst,
+        "p50/p95/p99 of queue wait, time to first token, generation, send and end to end",
+        RANGE,
+        None,
+        analytics::latency
+    ),
+    route!(
+        get,
+        "/analytics/policy",
+        Analyst,
+        "Refusals by category, balanced-mode share, blocks by country, shadow decisions",
+        RANGE,
+        None,
+        analytics::policy
+    ),
+    route!(
+        get,
+        "/analytics/model",
+        Analyst,
+        "Tokens in/out, tokens per second, expert utilization per MoE layer",
+        RANGE,
+        None,
+        analytics::model
+    ),
+    route!(
+        get,
+        "/analytics/delivery",
+        Analyst,
+        "Delivery funnel (sent, delivered, read, failed) and failure codes",
+        RANGE,
+        None,
+        analytics::delivery
+    ),
 ];
 
 async fn whoami(Extension(c): Extension<Caller>) -> axum::Json<serde_json::Value> {
@@ -138,7 +266,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/style.css", get(|| asset("text/css; charset=utf-8", include_str!("../assets/style.css"))))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(|| async { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], herd_core::telemetry::render_metrics()) }))
+        .route(
+            "/metrics",
+            get(|| async { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], herd_core::telemetry::render_metrics()) }),
+        )
         .with_state(state)
 }
 
@@ -156,6 +287,10 @@ async fn ready(State(st): State<AppState>) -> Response {
 }
 
 /// Serves the admin router on `listener` until `shutdown` completes.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }

@@ -28,7 +28,9 @@ fn schema(name: &str) -> Value {
                 "access_token": {"type": "string", "writeOnly": true}
             }
         }),
-        "pack_source" => json!({"type": "object", "required": ["source"], "properties": {"source": {"type": "string", "description": "the pack's TOML"}}}),
+        "pack_source" => {
+            json!({"type": "object", "required": ["source"], "properties": {"source": {"type": "string", "description": "the pack's TOML"}}})
+        }
         "dry_run" => json!({
             "type": "object", "required": ["tenant_id", "text"],
             "properties": {
@@ -37,7 +39,9 @@ fn schema(name: &str) -> Value {
                 "has_image": {"type": "boolean"}, "monthly_active_users": {"type": "integer"}
             }
         }),
-        "key" => json!({"type": "object", "required": ["name", "role"], "properties": {"name": {"type": "string"}, "role": {"enum": ["admin", "analyst"]}}}),
+        "key" => {
+            json!({"type": "object", "required": ["name", "role"], "properties": {"name": {"type": "string"}, "role": {"enum": ["admin", "analyst"]}}})
+        }
         "delete_user" => json!({
             "type": "object", "required": ["platform", "external_id"],
             "properties": {"platform": {"enum": ["whatsapp", "messenger", "instagram"]}, "external_id": {"type": "string"}, "tenant_id": {"type": "integer"}}
@@ -57,7 +61,11 @@ pub fn document() -> Value {
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": if p == "name" { "string" } else { "integer" }}}))
             .collect();
-        params.extend(r.query.iter().map(|(n, d)| json!({"name": n, "in": "query", "required": false, "description": d, "schema": {"type": "string"}})));
+        params.extend(
+            r.query
+                .iter()
+                .map(|(n, d)| json!({"name": n, "in": "query", "required": false, "description": d, "schema": {"type": "string"}})),
+        );
         let mut op = json!({
             "summary": r.summary,
             "operationId": format!("{}{}", r.method, r.path.replace(['/', '{', '}', '-'], "_")),

@@ -107,7 +107,10 @@ pub async fn roll_up(pool: &PgPool, day: chrono::NaiveDate, wait: bool) -> Resul
     if wait {
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('herd-rollup:' || $1::text))").bind(day).execute(&mut *tx).await?;
     } else {
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('herd-rollup:' || $1::text))").bind(day).fetch_one(&mut *tx).await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('herd-rollup:' || $1::text))")
+            .bind(day)
+            .fetch_one(&mut *tx)
+            .await?;
         if !got {
             return Ok(false);
         }

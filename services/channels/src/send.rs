@@ -87,14 +87,11 @@ impl SendClient {
     }
 
     async fn post(&self, ch: &ChannelRef<'_>, body: Value) -> Result<Value, SendError> {
-        let resp = self
-            .http
-            .post(self.url(ch))
-            .bearer_auth(ch.access_token)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| SendError { status: 0, code: None, message: e.to_string() })?;
+        let resp = self.http.post(self.url(ch)).bearer_auth(ch.access_token).json(&body).send().await.map_err(|e| SendError {
+            status: 0,
+            code: None,
+            message: e.to_string(),
+        })?;
         let status = resp.status().as_u16();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         if (200..300).contains(&status) {
@@ -127,9 +124,12 @@ impl SendClient {
     pub async fn mark_read_and_typing(&self, ch: &ChannelRef<'_>, to: &str, message_id: &str) -> Result<(), SendError> {
         match ch.platform {
             Platform::Whatsapp => {
-                self.post(ch, json!({"messaging_product": "whatsapp", "status": "read", "message_id": message_id,
-                                     "typing_indicator": {"type": "text"}}))
-                    .await?;
+                self.post(
+                    ch,
+                    json!({"messaging_product": "whatsapp", "status": "read", "message_id": message_id,
+                                     "typing_indicator": {"type": "text"}}),
+                )
+                .await?;
             }
             Platform::Messenger | Platform::Instagram => {
                 self.post(ch, json!({"recipient": {"id": to}, "sender_action": "mark_seen"})).await?;

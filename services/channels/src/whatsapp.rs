@@ -64,7 +64,10 @@ fn message(m: &Value, phone_id: &str, contacts: &[Value]) -> Result<InboundMessa
         "text" => Content::Text { body: s("/text/body").ok_or_else(|| format!("text message {id} without text.body"))? },
         "interactive" => {
             let it = m.get("interactive").cloned().unwrap_or(Value::Null);
-            let reply = it.get("button_reply").or_else(|| it.get("list_reply")).ok_or_else(|| format!("interactive message {id} of an unknown kind"))?;
+            let reply = it
+                .get("button_reply")
+                .or_else(|| it.get("list_reply"))
+                .ok_or_else(|| format!("interactive message {id} of an unknown kind"))?;
             Content::Choice {
                 id: reply.get("id").and_then(str_of).unwrap_or_default(),
                 title: reply.get("title").and_then(str_of).unwrap_or_default(),
@@ -75,10 +78,15 @@ fn message(m: &Value, phone_id: &str, contacts: &[Value]) -> Result<InboundMessa
         "audio" | "voice" => Content::Audio { media_id: s(&format!("/{kind}/id")).unwrap_or_default() },
         "location" => Content::Location {
             latitude: m.pointer("/location/latitude").and_then(Value::as_f64).ok_or_else(|| format!("location {id} without latitude"))?,
-            longitude: m.pointer("/location/longitude").and_then(Value::as_f64).ok_or_else(|| format!("location {id} without longitude"))?,
+            longitude: m
+                .pointer("/location/longitude")
+                .and_then(Value::as_f64)
+                .ok_or_else(|| format!("location {id} without longitude"))?,
             name: s("/location/name"),
         },
-        "reaction" => Content::Reaction { emoji: s("/reaction/emoji").unwrap_or_default(), message_id: s("/reaction/message_id").unwrap_or_default() },
+        "reaction" => {
+            Content::Reaction { emoji: s("/reaction/emoji").unwrap_or_default(), message_id: s("/reaction/message_id").unwrap_or_default() }
+        }
         other => Content::Other { kind: if other.is_empty() { "unknown".into() } else { other.to_string() } },
     };
     let sender_name = contacts

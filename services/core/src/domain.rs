@@ -45,17 +45,39 @@ impl Platform {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Content {
-    Text { body: String },
+    Text {
+        body: String,
+    },
     /// A tapped button or list row (WhatsApp interactive, Messenger quick reply).
-    Choice { id: String, title: String },
-    Image { media_id: String, caption: Option<String> },
-    Audio { media_id: String },
-    Location { latitude: f64, longitude: f64, name: Option<String> },
-    Reaction { emoji: String, message_id: String },
+    Choice {
+        id: String,
+        title: String,
+    },
+    Image {
+        media_id: String,
+        caption: Option<String>,
+    },
+    Audio {
+        media_id: String,
+    },
+    Location {
+        latitude: f64,
+        longitude: f64,
+        name: Option<String>,
+    },
+    Reaction {
+        emoji: String,
+        message_id: String,
+    },
     /// A Messenger / Instagram postback button.
-    Postback { payload: String, title: String },
+    Postback {
+        payload: String,
+        title: String,
+    },
     /// Any other attachment (Messenger/Instagram `attachments[]`, WhatsApp types herd does not read).
-    Other { kind: String },
+    Other {
+        kind: String,
+    },
 }
 
 impl Content {

@@ -394,8 +394,8 @@ mod tests {
     #[test]
     fn defaults_apply_and_the_environment_overrides_the_file() {
         let text = "[worker]\nconcurrency = 3\nmodel = \"m\"\n";
-        let s = Settings::from_toml(text, "t.toml", &env(&[("HERD__WORKER__CONCURRENCY", "5"), ("REDIS_URL", "redis://x:1")]))
-            .expect("valid");
+        let s =
+            Settings::from_toml(text, "t.toml", &env(&[("HERD__WORKER__CONCURRENCY", "5"), ("REDIS_URL", "redis://x:1")])).expect("valid");
         assert_eq!(s.worker.concurrency, 5);
         assert_eq!(s.worker.model, "m");
         assert_eq!(s.redis_url, "redis://x:1");

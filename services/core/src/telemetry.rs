@@ -11,8 +11,8 @@
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry_otlp::WithExportConfig;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::collections::HashMap;
@@ -40,8 +40,8 @@ pub fn init_with(otlp_endpoint: Option<&str>, service: &str) {
     if PROVIDER.get().is_some() {
         return;
     }
-    let mut builder = SdkTracerProvider::builder()
-        .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service.to_string()).build());
+    let mut builder =
+        SdkTracerProvider::builder().with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service.to_string()).build());
     let mut export_error = None;
     if let Some(ep) = otlp_endpoint {
         let url = format!("{}/v1/traces", ep.trim_end_matches('/'));
@@ -64,7 +64,9 @@ pub fn init_with(otlp_endpoint: Option<&str>, service: &str) {
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let _ = if json {
-        registry.with(tracing_subscriber::fmt::layer().json().with_current_span(true).with_span_list(false).with_writer(std::io::stderr)).try_init()
+        registry
+            .with(tracing_subscriber::fmt::layer().json().with_current_span(true).with_span_list(false).with_writer(std::io::stderr))
+            .try_init()
     } else {
         registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init()
     };

@@ -19,12 +19,7 @@ use std::sync::Arc;
 pub async fn state(settings: &Settings, store: Store, queue: Queue) -> Result<AppState, herd_store::Error> {
     let channels = Arc::new(ChannelCache::load(store.clone()).await?);
     channels.clone().spawn_refresh(std::time::Duration::from_secs(30));
-    Ok(AppState {
-        queue,
-        channels,
-        limits: Arc::new(limits::Limits::new(&settings.limits)),
-        settings: Arc::new(settings.clone()),
-    })
+    Ok(AppState { queue, channels, limits: Arc::new(limits::Limits::new(&settings.limits)), settings: Arc::new(settings.clone()) })
 }
 
 /// Serves the gateway on `listener` until `shutdown` resolves.

@@ -33,7 +33,10 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/{platform}", get(verify).post(receive))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], herd_core::telemetry::render_metrics()) }))
+        .route(
+            "/metrics",
+            get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], herd_core::telemetry::render_metrics()) }),
+        )
         .route("/bare", post(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -97,7 +100,13 @@ async fn receive(State(st): State<AppState>, Path(p): Path<String>, headers: Hea
     result
 }
 
-async fn receive_in_span(st: AppState, p: &str, headers: HeaderMap, body: Bytes, traceparent: Option<String>) -> Result<Json<Value>, GatewayError> {
+async fn receive_in_span(
+    st: AppState,
+    p: &str,
+    headers: HeaderMap,
+    body: Bytes,
+    traceparent: Option<String>,
+) -> Result<Json<Value>, GatewayError> {
     let platform = platform_of(p)?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| GatewayError::BadJson(e.to_string()))?;
     let batch = parse_webhook(platform, &value);

@@ -48,8 +48,11 @@ pub async fn run(s: &Settings, from: &str) -> Result<()> {
         .context("the settings have no WhatsApp channel under [[tenants.channels]]")?
         .clone();
     let base = s.platforms.whatsapp_base_url.trim_end_matches('/');
-    let addr = base.strip_prefix("http://").context("herd chat serves the Graph API stand-in: platforms.whatsapp_base_url must be http://HOST:PORT")?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr} (is another herd chat running?)"))?;
+    let addr = base
+        .strip_prefix("http://")
+        .context("herd chat serves the Graph API stand-in: platforms.whatsapp_base_url must be http://HOST:PORT")?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr} (is another herd chat running?)"))?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let app = Router::new().route("/{version}/{phone}/messages", post(graph_messages)).with_state(Stub { tx, next_id: Arc::default() });
     tokio::spawn(async move { axum::serve(listener, app).await });

@@ -185,10 +185,9 @@ pub fn run(args: EngineArgs) -> Result<()> {
             let prompt_ids = match (ids, prompt, user) {
                 (Some(ids), _, _) => ids,
                 (None, Some(text), _) => tok.as_ref().context("no tokenizer.json for --prompt")?.encode(&text, true)?,
-                (None, None, Some(text)) => tok
-                    .as_ref()
-                    .context("no tokenizer.json for --user")?
-                    .encode_chat(&[ChatMessage::new("user", &text)], true)?,
+                (None, None, Some(text)) => {
+                    tok.as_ref().context("no tokenizer.json for --user")?.encode_chat(&[ChatMessage::new("user", &text)], true)?
+                }
                 (None, None, None) => bail!("give the prompt with --ids, --prompt or --user"),
             };
             let stop_ids = if ignore_eos {
@@ -196,13 +195,7 @@ pub fn run(args: EngineArgs) -> Result<()> {
             } else {
                 tok.as_ref().map(|t| t.stop_ids().to_vec()).unwrap_or_else(|| m.config().eos_token_ids.clone())
             };
-            let req = GenerateRequest {
-                prompt: prompt_ids,
-                max_new_tokens,
-                sampling: sampling.params(),
-                stop_ids,
-                stop_strings: stop,
-            };
+            let req = GenerateRequest { prompt: prompt_ids, max_new_tokens, sampling: sampling.params(), stop_ids, stop_strings: stop };
             let g = generate(&m, tok.as_ref(), &req, &AtomicBool::new(false), &mut |_| true)?;
             println!("{}", serde_json::json!({ "output_ids": g.output_ids }));
             if verbose {

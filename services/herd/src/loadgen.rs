@@ -31,7 +31,8 @@ fn body(o: &Options, n: u64) -> Vec<u8> {
 /// Sends the requests and prints a JSON summary.
 pub async fn run(o: Options) -> Result<()> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(o.concurrency).build().context("HTTP client")?;
-    let target = if o.bare { format!("{}/bare", o.url.trim_end_matches('/')) } else { format!("{}/webhooks/whatsapp", o.url.trim_end_matches('/')) };
+    let target =
+        if o.bare { format!("{}/bare", o.url.trim_end_matches('/')) } else { format!("{}/webhooks/whatsapp", o.url.trim_end_matches('/')) };
     let o = Arc::new(o);
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -49,7 +50,8 @@ pub async fn run(o: Options) -> Result<()> {
                 let b = body(&o, n);
                 let sig = herd_channels::signature::sign(o.secret.as_bytes(), &b);
                 let t = Instant::now();
-                let r = http.post(&target).header("content-type", "application/json").header("x-hub-signature-256", sig).body(b).send().await;
+                let r =
+                    http.post(&target).header("content-type", "application/json").header("x-hub-signature-256", sig).body(b).send().await;
                 match r {
                     Ok(resp) if resp.status().is_success() => {
                         let _ = resp.bytes().await;

@@ -139,7 +139,8 @@ fn run_service(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> 
             Command::Admin(AdminCommand::CreateKey { role, name }) => {
                 let store = services::store(&settings).await?;
                 let role = herd_admin::auth::Role::parse(&role).ok_or_else(|| anyhow::anyhow!("--role must be admin or analyst"))?;
-                let (id, key) = herd_admin::auth::create_key(&store, &herd_admin::auth::cli_actor(), &name, role).await.map_err(anyhow::Error::msg)?;
+                let (id, key) =
+                    herd_admin::auth::create_key(&store, &herd_admin::auth::cli_actor(), &name, role).await.map_err(anyhow::Error::msg)?;
                 eprintln!("created {} key {id} ({name}); it is shown only now:", role.as_str());
                 println!("{key}");
                 Ok(())

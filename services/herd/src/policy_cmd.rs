@@ -107,7 +107,11 @@ pub fn run(args: PolicyArgs) -> Result<()> {
                         ..Default::default()
                     },
                 );
-                writeln!(out, "{}", json!({"action": d.action, "categories": d.categories, "country": d.country, "eu": d.eu, "rules": d.rules}))?;
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"action": d.action, "categories": d.categories, "country": d.country, "eu": d.eu, "rules": d.rules})
+                )?;
             }
         }
         PolicyCommand::Bench { files, packs, mistakes } => {
@@ -127,15 +131,28 @@ pub fn run(args: PolicyArgs) -> Result<()> {
                 let r = bench::run(&set, &t, &prompts);
                 println!("{} — classifier {}, {} prompts", f.display(), set.classifier().name(), r.prompts);
                 println!("                 refused   answered");
-                println!("  unsafe prompts  {:>6}   {:>8}   (flagged {:.1} %)", r.true_positives, r.false_negatives, 100.0 * r.unsafe_flag_rate);
-                println!("  safe prompts    {:>6}   {:>8}   (refused {:.1} %)", r.false_positives, r.true_negatives, 100.0 * r.safe_refusal_rate);
+                println!(
+                    "  unsafe prompts  {:>6}   {:>8}   (flagged {:.1} %)",
+                    r.true_positives,
+                    r.false_negatives,
+                    100.0 * r.unsafe_flag_rate
+                );
+                println!(
+                    "  safe prompts    {:>6}   {:>8}   (refused {:.1} %)",
+                    r.false_positives,
+                    r.true_negatives,
+                    100.0 * r.safe_refusal_rate
+                );
                 println!("  latency per message: p50 {:.0} µs, p99 {:.0} µs", r.p50_us, r.p99_us);
                 if mistakes {
                     for (what, kind, prompt) in &r.mistakes {
                         println!("    {what} [{kind}] {prompt}");
                     }
                 }
-                println!("{}", json!({"file": f.display().to_string(), "tp": r.true_positives, "fn": r.false_negatives, "fp": r.false_positives, "tn": r.true_negatives, "safe_refusal_rate": r.safe_refusal_rate, "unsafe_flag_rate": r.unsafe_flag_rate, "p50_us": r.p50_us, "p99_us": r.p99_us}));
+                println!(
+                    "{}",
+                    json!({"file": f.display().to_string(), "tp": r.true_positives, "fn": r.false_negatives, "fp": r.false_positives, "tn": r.true_negatives, "safe_refusal_rate": r.safe_refusal_rate, "unsafe_flag_rate": r.unsafe_flag_rate, "p50_us": r.p50_us, "p99_us": r.p99_us})
+                );
             }
         }
     }

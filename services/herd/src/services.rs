@@ -16,7 +16,8 @@ pub fn settings(path: Option<&Path>) -> Result<Settings> {
 
 /// Connects to PostgreSQL, applies migrations and seeds the configured tenants.
 pub async fn store(s: &Settings) -> Result<Store> {
-    let store = Store::connect(&s.database_url).await.with_context(|| format!("connecting to PostgreSQL at {}", redact(&s.database_url)))?;
+    let store =
+        Store::connect(&s.database_url).await.with_context(|| format!("connecting to PostgreSQL at {}", redact(&s.database_url)))?;
     store.migrate().await.context("applying migrations")?;
     store.seed(&s.tenants).await.context("seeding tenants and channels")?;
     Ok(store)
@@ -34,7 +35,8 @@ pub async fn database_on_same_server(url: &str, name: &str) -> Result<String> {
         anyhow::bail!("--database must be a plain name other than herd's own database, got {name:?}");
     }
     let store = Store::connect(url).await.with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)").bind(name).fetch_one(store.pool()).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)").bind(name).fetch_one(store.pool()).await?;
     if !exists {
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(store.pool()).await?;
     }
@@ -94,7 +96,8 @@ pub fn pack_set(dir: Option<&Path>) -> Result<herd_policies::PolicySet> {
 /// The admin API and dashboard on `admin.listen` (the packs are seeded by the caller).
 pub async fn run_admin(s: &Settings, store: Store, queue: Queue, shutdown: watch::Receiver<bool>) -> Result<()> {
     let state = herd_admin::AppState::new(store, queue, s.admin.requests_per_minute);
-    let listener = tokio::net::TcpListener::bind(&s.admin.listen).await.with_context(|| format!("listening on {} (admin.listen)", s.admin.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(&s.admin.listen).await.with_context(|| format!("listening on {} (admin.listen)", s.admin.listen))?;
     tracing::info!(listen = %s.admin.listen, "admin API and dashboard at /admin/");
     herd_admin::serve(listener, state, wait(shutdown)).await.context("serving the admin API")
 }
@@ -105,7 +108,8 @@ pub async fn seed_packs(s: &Settings, store: &Store) -> Result<()> {
     let dir = (!s.policies.packs_dir.is_empty()).then(|| Path::new(&s.policies.packs_dir));
     let sources = StorePolicy::pack_sources(dir).map_err(|e| anyhow::anyhow!("policy packs: {e}"))?;
     // Checks the packs as a set (groups, references) before storing any of them.
-    herd_policies::PolicySet::from_sources(sources.iter().map(|(n, _, src)| (n.as_str(), src.as_str()))).map_err(|e| anyhow::anyhow!("policy packs: {e}"))?;
+    herd_policies::PolicySet::from_sources(sources.iter().map(|(n, _, src)| (n.as_str(), src.as_str())))
+        .map_err(|e| anyhow::anyhow!("policy packs: {e}"))?;
     StorePolicy::seed(store, &sources).await.map_err(|e| anyhow::anyhow!("policy packs: {e}"))
 }
 
@@ -187,7 +191,8 @@ fn spawn_gauges(queue: Queue, engines: Vec<EngineHandle>, mut shutdown: watch::R
                 let (tokens, nanos) = (st.decode_tokens.load(Relaxed), st.decode_nanos.load(Relaxed));
                 let (t0, n0) = last[i];
                 if nanos > n0 {
-                    metrics::gauge!("herd_engine_decode_tokens_per_second", "engine" => engine).set((tokens - t0) as f64 * 1e9 / (nanos - n0) as f64);
+                    metrics::gauge!("herd_engine_decode_tokens_per_second", "engine" => engine)
+                        .set((tokens - t0) as f64 * 1e9 / (nanos - n0) as f64);
                 }
                 last[i] = (tokens, nanos);
             }
@@ -216,11 +221,15 @@ pub async fn run_worker_probes(s: &Settings, store: Store, queue: Queue, shutdow
         }
     };
     let app = axum::Router::new()
-        .route("/metrics", get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], herd_core::telemetry::render_metrics()) }))
+        .route(
+            "/metrics",
+            get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], herd_core::telemetry::render_metrics()) }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready));
-    let listener = tokio::net::TcpListener::bind(&s.worker.metrics_listen).await.with_context(|| format!("listening on {} (worker.metrics_listen)", s.worker.metrics_listen))?;
+    let listener = tokio::net::TcpListener::bind(&s.worker.metrics_listen)
+        .await
+        .with_context(|| format!("listening on {} (worker.metrics_listen)", s.worker.metrics_listen))?;
     tracing::info!(listen = %s.worker.metrics_listen, "worker metrics and probes");
     axum::serve(listener, app).with_graceful_shutdown(wait(shutdown)).await.context("serving worker probes")
 }
-

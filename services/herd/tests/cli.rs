@@ -55,8 +55,16 @@ fn generate_prints_the_greedy_output_ids() {
     let dir = scout();
     let n = c["output_ids"].as_array().expect("ids").len().to_string();
     let out = herd(&[
-        "engine", "generate", "--model", dir.to_str().expect("path"), "--ids", &id_list(&c["input_ids"]),
-        "--max-new-tokens", &n, "--greedy", "--ignore-eos",
+        "engine",
+        "generate",
+        "--model",
+        dir.to_str().expect("path"),
+        "--ids",
+        &id_list(&c["input_ids"]),
+        "--max-new-tokens",
+        &n,
+        "--greedy",
+        "--ignore-eos",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
@@ -136,7 +144,10 @@ fn policy_eval_prints_one_decision_line_per_input_line() {
     assert_eq!(lines[1]["action"], "refuse");
     assert_eq!(lines[1]["categories"], serde_json::json!(["S2"]));
     assert_eq!(lines[1]["country"], "US");
-    assert_eq!((lines[2]["action"].as_str(), lines[2]["country"].as_str(), lines[2]["eu"].as_bool()), (Some("blocked_region"), Some("FR"), Some(true)));
+    assert_eq!(
+        (lines[2]["action"].as_str(), lines[2]["country"].as_str(), lines[2]["eu"].as_bool()),
+        (Some("blocked_region"), Some("FR"), Some(true))
+    );
     assert!(lines[2]["rules"].as_array().expect("rules").iter().any(|r| r == "meta-ai-rollout/eu-end-users"));
     assert_eq!(lines[3]["action"], "balanced");
     assert_eq!(lines[4]["action"], "blocked_feature");

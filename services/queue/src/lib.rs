@@ -4,9 +4,11 @@
 
 use herd_core::settings::QueueSettings;
 use herd_core::{InboundMessage, StatusUpdate};
-use redis::aio::ConnectionManager;
-use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamMaxlen, StreamPendingCountReply, StreamReadOptions, StreamReadReply};
 use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use redis::streams::{
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamMaxlen, StreamPendingCountReply, StreamReadOptions, StreamReadReply,
+};
 use serde::{Deserialize, Serialize};
 
 /// Errors of the queue.
@@ -202,7 +204,14 @@ impl Queue {
     pub async fn claim_stale(&self, consumer: &str, count: usize) -> Result<Vec<Delivery>> {
         let mut c = self.conn.clone();
         let reply: StreamAutoClaimReply = c
-            .xautoclaim_options(&self.stream, &self.cfg.group, consumer, self.cfg.claim_idle_ms, "0-0", StreamAutoClaimOptions::default().count(count))
+            .xautoclaim_options(
+                &self.stream,
+                &self.cfg.group,
+                consumer,
+                self.cfg.claim_idle_ms,
+                "0-0",
+                StreamAutoClaimOptions::default().count(count),
+            )
             .await?;
         let mut out = Vec::new();
         for id in reply.claimed {
@@ -276,13 +285,15 @@ impl Queue {
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
         );
         let mut c = self.conn.clone();
-        let r: i64 = script.key(self.key(&format!("lock:conv:{conversation}"))).arg(owner).arg(self.cfg.lock_ttl_ms).invoke_async(&mut c).await?;
+        let r: i64 =
+            script.key(self.key(&format!("lock:conv:{conversation}"))).arg(owner).arg(self.cfg.lock_ttl_ms).invoke_async(&mut c).await?;
         Ok(r == 1)
     }
 
     /// Releases a lock if `owner` still holds it.
     pub async fn unlock(&self, conversation: i64, owner: &str) -> Result<()> {
-        let script = redis::Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end");
+        let script =
+            redis::Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end");
         let mut c = self.conn.clone();
         let _: i64 = script.key(self.key(&format!("lock:conv:{conversation}"))).arg(owner).invoke_async(&mut c).await?;
         Ok(())
@@ -305,11 +316,23 @@ impl Queue {
         let day = self.key(&format!("dau:{tenant_id}:{}", now.format("%Y-%m-%d")));
         let mut c = self.conn.clone();
         let (added, count): (i64, u64) = redis::pipe()
-            .cmd("PFADD").arg(&key).arg(user)
-            .cmd("PFCOUNT").arg(&key)
-            .cmd("EXPIRE").arg(&key).arg(40 * 24 * 3600).ignore()
-            .cmd("PFADD").arg(&day).arg(user).ignore()
-            .cmd("EXPIRE").arg(&day).arg(40 * 24 * 3600).ignore()
+            .cmd("PFADD")
+            .arg(&key)
+            .arg(user)
+            .cmd("PFCOUNT")
+            .arg(&key)
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(40 * 24 * 3600)
+            .ignore()
+            .cmd("PFADD")
+            .arg(&day)
+            .arg(user)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&day)
+            .arg(40 * 24 * 3600)
+            .ignore()
             .query_async(&mut c)
             .await?;
         Ok((added == 1, count))
@@ -376,8 +399,13 @@ impl Queue {
         if let redis::Value::Array(groups) = groups {
             for g in groups {
                 let fields: Vec<(String, redis::Value)> = match g {
-                    redis::Value::Array(kv) => kv.chunks(2).filter_map(|p| Some((redis::from_redis_value::<String>(p.first()?.clone()).ok()?, p.get(1)?.clone()))).collect(),
-                    redis::Value::Map(kv) => kv.into_iter().filter_map(|(k, v)| Some((redis::from_redis_value::<String>(k).ok()?, v))).collect(),
+                    redis::Value::Array(kv) => kv
+                        .chunks(2)
+                        .filter_map(|p| Some((redis::from_redis_value::<String>(p.first()?.clone()).ok()?, p.get(1)?.clone())))
+                        .collect(),
+                    redis::Value::Map(kv) => {
+                        kv.into_iter().filter_map(|(k, v)| Some((redis::from_redis_value::<String>(k).ok()?, v))).collect()
+                    }
                     _ => continue,
                 };
                 let name = fields.iter().find(|(k, _)| k == "name").and_then(|(_, v)| redis::from_redis_value::<String>(v.clone()).ok());

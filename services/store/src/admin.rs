@@ -153,16 +153,18 @@ pub async fn audit(
     before: Option<Value>,
     after: Option<Value>,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO audit_log (actor_key_id, actor, action, target_type, target_id, before, after) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-        .bind(actor.key_id)
-        .bind(&actor.name)
-        .bind(action)
-        .bind(target_type)
-        .bind(target_id)
-        .bind(before)
-        .bind(after)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO audit_log (actor_key_id, actor, action, target_type, target_id, before, after) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(actor.key_id)
+    .bind(&actor.name)
+    .bind(action)
+    .bind(target_type)
+    .bind(target_id)
+    .bind(before)
+    .bind(after)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -249,7 +251,8 @@ impl Store {
 
     /// Every key (hashes not included).
     pub async fn api_keys(&self) -> Result<Vec<ApiKey>> {
-        let rows = sqlx::query("SELECT id, name, role, prefix, created_at, revoked_at FROM api_keys ORDER BY id").fetch_all(&self.pool).await?;
+        let rows =
+            sqlx::query("SELECT id, name, role, prefix, created_at, revoked_at FROM api_keys ORDER BY id").fetch_all(&self.pool).await?;
         Ok(rows
             .iter()
             .map(|r| ApiKey {
@@ -266,7 +269,8 @@ impl Store {
     /// Revokes a key; false when there is no such live key.
     pub async fn revoke_api_key(&self, actor: &Actor, id: i64) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let n = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL").bind(id).execute(&mut *tx).await?;
+        let n =
+            sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL").bind(id).execute(&mut *tx).await?;
         if n.rows_affected() == 0 {
             return Ok(false);
         }
@@ -308,7 +312,8 @@ impl Store {
     /// Replaces a tenant's settings; `Ok(None)` when there is no such tenant.
     pub async fn update_tenant(&self, actor: &Actor, id: i64, t: &TenantFields) -> Result<Option<TenantRow>> {
         let mut tx = self.pool.begin().await?;
-        let before = sqlx::query(sql!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1 FOR UPDATE")).bind(id).fetch_optional(&mut *tx).await?;
+        let before =
+            sqlx::query(sql!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1 FOR UPDATE")).bind(id).fetch_optional(&mut *tx).await?;
         let Some(before) = before.as_ref().map(tenant_row) else { return Ok(None) };
         let q = sqlx::query(sql!(
             "UPDATE tenants SET name = $2, principal_place_of_business = $3, default_country = $4, packs = $5, overrides = $6,
@@ -329,7 +334,8 @@ impl Store {
     /// Deletes a tenant and everything of it; false when there is no such tenant.
     pub async fn delete_tenant(&self, actor: &Actor, id: i64) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let before = sqlx::query(sql!("DELETE FROM tenants WHERE id = $1 RETURNING {TENANT_COLS}")).bind(id).fetch_optional(&mut *tx).await?;
+        let before =
+            sqlx::query(sql!("DELETE FROM tenants WHERE id = $1 RETURNING {TENANT_COLS}")).bind(id).fetch_optional(&mut *tx).await?;
         let Some(before) = before.as_ref().map(tenant_row) else { return Ok(false) };
         // Its messages are gone from every day: roll them all up again.
         sqlx::query("DELETE FROM rollup_days").execute(&mut *tx).await?;
@@ -404,10 +410,12 @@ impl Store {
     /// Deletes a channel and its conversations; false when there is no such channel.
     pub async fn delete_channel(&self, actor: &Actor, id: i64) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("DELETE FROM channels WHERE id = $1 RETURNING id, tenant_id, platform, external_id, app_secret, verify_token, access_token")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row = sqlx::query(
+            "DELETE FROM channels WHERE id = $1 RETURNING id, tenant_id, platform, external_id, app_secret, verify_token, access_token",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(before) = row.as_ref().map(channel_view) else { return Ok(false) };
         sqlx::query("DELETE FROM rollup_days").execute(&mut *tx).await?;
         audit(&mut tx, actor, "delete", "channel", &id.to_string(), json(&before), None).await?;
@@ -490,7 +498,11 @@ impl Store {
             Some((v, by)) => by.is_none() && v != version,
         };
         if activate {
-            sqlx::query("INSERT INTO policy_pack_activations (name, version) VALUES ($1, $2)").bind(name).bind(version).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO policy_pack_activations (name, version) VALUES ($1, $2)")
+                .bind(name)
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -518,10 +530,11 @@ impl Store {
         if exists.is_none() {
             return Ok(false);
         }
-        let before: Option<i32> = sqlx::query_scalar("SELECT version FROM policy_pack_activations WHERE name = $1 ORDER BY id DESC LIMIT 1")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let before: Option<i32> =
+            sqlx::query_scalar("SELECT version FROM policy_pack_activations WHERE name = $1 ORDER BY id DESC LIMIT 1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
         sqlx::query("INSERT INTO policy_pack_activations (name, version, activated_by) VALUES ($1, $2, $3)")
             .bind(name)
             .bind(version)
@@ -664,7 +677,10 @@ impl Store {
             .await?;
             d.conversations = count("SELECT count(*) FROM conversations WHERE user_id = ANY($1)").fetch_one(&mut *tx).await?;
             d.messages = sqlx::query_scalar(sql!("SELECT count(*) FROM ({msgs}) m")).bind(&users).fetch_one(&mut *tx).await?;
-            d.outbox = sqlx::query_scalar(sql!("SELECT count(*) FROM outbox WHERE inbound_id IN ({msgs})")).bind(&users).fetch_one(&mut *tx).await?;
+            d.outbox = sqlx::query_scalar(sql!("SELECT count(*) FROM outbox WHERE inbound_id IN ({msgs})"))
+                .bind(&users)
+                .fetch_one(&mut *tx)
+                .await?;
             // Receipts point at herd's messages; delete them explicitly (not only by cascade) so
             // receipts that arrived before their message id was linked go too.
             d.deliveries = sqlx::query_scalar::<_, i64>(sql!(

@@ -6,8 +6,8 @@ pub mod admin;
 
 use herd_core::settings::TenantSeed;
 use herd_core::{DeliveryState, InboundMessage, Platform, StatusUpdate};
-use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -172,10 +172,8 @@ impl Store {
     /// position in the turn stream (`ms-seq`); a message already recorded is left as it is.
     /// Returns the row.
     pub async fn record_inbound(&self, channel: &Channel, m: &InboundMessage, status: &str, stream_id: &str) -> Result<InboundRow> {
-        let (stream_ms, stream_seq) = stream_id
-            .split_once('-')
-            .and_then(|(a, b)| Some((a.parse::<i64>().ok()?, b.parse::<i64>().ok()?)))
-            .unwrap_or((i64::MAX, 0));
+        let (stream_ms, stream_seq) =
+            stream_id.split_once('-').and_then(|(a, b)| Some((a.parse::<i64>().ok()?, b.parse::<i64>().ok()?))).unwrap_or((i64::MAX, 0));
         let mut tx = self.pool.begin().await?;
         let user_id: i64 = sqlx::query_scalar(
             "INSERT INTO users (tenant_id, platform, external_id, name) VALUES ($1, $2, $3, $4)
@@ -325,13 +323,11 @@ impl Store {
 
     /// How many of these inbound platform message ids of a channel are recorded.
     pub async fn recorded_count(&self, channel_id: i64, ids: &[String]) -> Result<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT count(*) FROM messages WHERE channel_id = $1 AND direction = 'in' AND platform_message_id = ANY($2)",
-        )
-        .bind(channel_id)
-        .bind(ids)
-        .fetch_one(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar("SELECT count(*) FROM messages WHERE channel_id = $1 AND direction = 'in' AND platform_message_id = ANY($2)")
+            .bind(channel_id)
+            .bind(ids)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// The status of a message.
@@ -362,7 +358,14 @@ impl Store {
 
     /// Ends the reply of an inbound message with `state` (sent, failed, expired) and sets the
     /// inbound message's status.
-    pub async fn outbox_finish(&self, inbound_id: i64, state: &str, attempts: i32, error: Option<&str>, inbound_status: &str) -> Result<()> {
+    pub async fn outbox_finish(
+        &self,
+        inbound_id: i64,
+        state: &str,
+        attempts: i32,
+        error: Option<&str>,
+        inbound_status: &str,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE outbox SET state = $2, attempts = $3, last_error = $4, updated_at = now() WHERE inbound_id = $1")
             .bind(inbound_id)

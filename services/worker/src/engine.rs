@@ -3,8 +3,8 @@
 //! hold a cheap handle; a full queue is an overload error at once.
 
 use herd_engine::generate::GenerateRequest;
-use herd_engine::scheduler::{Event, SchedulerConfig, SchedulerHandle};
 use herd_engine::sampler::SamplingParams;
+use herd_engine::scheduler::{Event, SchedulerConfig, SchedulerHandle};
 use herd_engine::tokenizer::{ChatMessage, ChatTokenizer};
 use herd_engine::{Model, parse_dtype};
 use std::path::Path;
@@ -161,6 +161,12 @@ impl EngineHandle {
         .await
         .map_err(|_| EngineError::Stopped)??;
         let text = self.tokenizer.decode(&ids, true)?;
-        Ok(Reply { text: text.trim().to_string(), tokens_in, tokens_out: ids.len(), ttft_ms, generation_ms: t0.elapsed().as_millis() as u64 })
+        Ok(Reply {
+            text: text.trim().to_string(),
+            tokens_in,
+            tokens_out: ids.len(),
+            ttft_ms,
+            generation_ms: t0.elapsed().as_millis() as u64,
+        })
     }
 }

@@ -82,7 +82,13 @@ impl Classifier for LlamaGuard {
     fn classify(&self, text: &str) -> Classification {
         let run = || -> Result<String, herd_engine::Error> {
             let ids = self.tokenizer.encode_chat(&[ChatMessage::new("user", &prompt(text))], true)?;
-            let req = GenerateRequest { prompt: ids, max_new_tokens: 16, sampling: SamplingParams::greedy(), stop_ids: self.tokenizer.stop_ids().to_vec(), stop_strings: vec![] };
+            let req = GenerateRequest {
+                prompt: ids,
+                max_new_tokens: 16,
+                sampling: SamplingParams::greedy(),
+                stop_ids: self.tokenizer.stop_ids().to_vec(),
+                stop_strings: vec![],
+            };
             Ok(generate(&self.model, Some(&self.tokenizer), &req, &AtomicBool::new(false), &mut |_| true)?.text.unwrap_or_default())
         };
         match run().map(|a| (parse(&a), a)) {

@@ -67,7 +67,14 @@ pub struct Worker {
 
 impl Worker {
     /// A worker named `name` (its consumer name in the group; unique per process and loop).
-    pub fn new(name: String, settings: Arc<Settings>, store: Store, queue: Queue, engine: EngineHandle, policy: Arc<dyn PolicyHook>) -> Self {
+    pub fn new(
+        name: String,
+        settings: Arc<Settings>,
+        store: Store,
+        queue: Queue,
+        engine: EngineHandle,
+        policy: Arc<dyn PolicyHook>,
+    ) -> Self {
         let sender = SendClient::new(settings.platforms.clone());
         Self { name, settings, store, queue, sender, engine, policy, channels: Arc::default() }
     }

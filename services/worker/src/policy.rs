@@ -40,7 +40,9 @@ pub enum Decision {
 pub enum Output {
     Send,
     /// Generate once more with this system prompt.
-    Regenerate { system_prompt: String },
+    Regenerate {
+        system_prompt: String,
+    },
     /// Send this instead of the reply.
     Replace(String),
 }
@@ -71,13 +73,29 @@ pub struct PacksPolicy {
 
 /// A tenant's policy settings from the settings file.
 pub fn tenant_policy(t: &herd_core::settings::TenantSeed) -> Result<Tenant, String> {
-    Tenant::from_parts(&t.name, &t.principal_place_of_business, t.default_country.as_deref(), &t.packs, &t.overrides, t.meta_license_granted, t.multimodal)
-        .map_err(|(field, e)| format!("tenant {}: {field}: {e}", t.name))
+    Tenant::from_parts(
+        &t.name,
+        &t.principal_place_of_business,
+        t.default_country.as_deref(),
+        &t.packs,
+        &t.overrides,
+        t.meta_license_granted,
+        t.multimodal,
+    )
+    .map_err(|(field, e)| format!("tenant {}: {field}: {e}", t.name))
 }
 
 /// A tenant's policy settings as stored.
 pub fn stored_tenant_policy(t: &herd_store::admin::TenantRow) -> Result<Tenant, (String, String)> {
-    Tenant::from_parts(&t.name, &t.principal_place_of_business, t.default_country.as_deref(), &t.packs, &t.overrides, t.meta_license_granted, t.multimodal)
+    Tenant::from_parts(
+        &t.name,
+        &t.principal_place_of_business,
+        t.default_country.as_deref(),
+        &t.packs,
+        &t.overrides,
+        t.meta_license_granted,
+        t.multimodal,
+    )
 }
 
 impl PacksPolicy {
@@ -200,7 +218,10 @@ impl StorePolicy {
                 for entry in entries {
                     let path = entry.map_err(|e| format!("{}: {e}", d.display()))?.path();
                     if path.extension().is_some_and(|e| e == "toml") {
-                        files.push((path.display().to_string(), std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?));
+                        files.push((
+                            path.display().to_string(),
+                            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+                        ));
                     }
                 }
                 files.sort();

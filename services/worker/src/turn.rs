@@ -151,7 +151,13 @@ fn count_decisions(records: &[herd_store::DecisionRecord]) {
 /// Latencies and tokens of one sent reply (Prometheus).
 fn observe_reply(m: &herd_store::ReplyMetrics) {
     let ms = |v: i32| f64::from(v.max(0)) / 1000.0;
-    for (stage, v) in [("queue_wait", m.queue_wait_ms), ("ttft", m.ttft_ms), ("generation", m.generation_ms), ("send", m.send_ms), ("end_to_end", m.end_to_end_ms)] {
+    for (stage, v) in [
+        ("queue_wait", m.queue_wait_ms),
+        ("ttft", m.ttft_ms),
+        ("generation", m.generation_ms),
+        ("send", m.send_ms),
+        ("end_to_end", m.end_to_end_ms),
+    ] {
         metrics::histogram!("herd_latency_seconds", "stage" => stage).record(ms(v));
     }
     metrics::counter!("herd_replies_total", "mode" => m.prompt_mode.clone().unwrap_or_default()).increment(1);
@@ -261,7 +267,8 @@ async fn answer(w: &Worker, ch: &Channel, m: &InboundMessage, inbound: &InboundR
                     prompt_mode: Some(mode.into()),
                     ..Default::default()
                 };
-                let (out, recs) = tracing::info_span!("policy.output", attempt).in_scope(|| blocking(|| w.policy.check_output(&ctx, &decision, &g.text, attempt)));
+                let (out, recs) = tracing::info_span!("policy.output", attempt)
+                    .in_scope(|| blocking(|| w.policy.check_output(&ctx, &decision, &g.text, attempt)));
                 count_decisions(&recs);
                 w.store.record_decisions(ch.tenant_id, inbound.id, inbound.conversation_id, &recs).await?;
                 match out {
