@@ -33,10 +33,12 @@ chat: build
 engine-chat: build
 	target/release/herd engine chat --model $(DEMO_MODEL)
 
-## Start (or reuse) Redis and PostgreSQL, install the dashboard test's browser, then run the
-## whole test suite.
+## Start (or reuse) Redis and PostgreSQL, install the dashboard test's browser and NVRTC (the
+## CUDA kernels are compiled for sm_90 in the tests; no GPU needed), then run the whole test suite.
+## Tests that need a GPU are skipped here (#[ignore]); deploy/gpu/check.sh runs them on one.
 test: services dashboard-deps
-	@if cargo nextest --version >/dev/null 2>&1; then \
+	@eval "$$(bash deploy/local/cuda-deps.sh)"; \
+	if cargo nextest --version >/dev/null 2>&1; then \
 	  cargo nextest run --workspace --no-fail-fast; \
 	else \
 	  cargo test --workspace --no-fail-fast; \

@@ -5,10 +5,13 @@
 //! without losing accumulation precision. On x86-64 the hot loops use AVX2 + FMA (+ F16C) when the
 //! CPU has them (checked once at run time) and a portable fallback otherwise.
 //!
-//! The CUDA backend (cudarc, NVRTC) will sit behind the `cuda` feature with the same entry points.
+//! The CUDA device layer ([`cuda`], feature `cuda`, on by default) holds herd's CUDA kernels and
+//! the driver that runs them: cudarc with dynamic loading, so a build needs no CUDA toolkit.
 
 pub mod activation;
 pub mod attention;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
