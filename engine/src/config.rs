@@ -145,6 +145,38 @@ impl TextConfig {
     pub fn chunk_of(&self, layer: usize) -> Option<usize> {
         if self.chunked[layer] { self.attention_chunk_size } else { None }
     }
+
+    /// The same model with `layers` decoder layers: the per-layer lists cut, or repeated in their
+    /// pattern (a benchmark stack of a model's shape that fits a device).
+    pub fn with_layers(&self, layers: usize) -> Self {
+        let pick = |v: &Vec<bool>| (0..layers).map(|i| v[i % v.len()]).collect();
+        Self { num_hidden_layers: layers, moe: pick(&self.moe), rope: pick(&self.rope), chunked: pick(&self.chunked), ..self.clone() }
+    }
+
+    /// Parameters of decoder layer `l`: attention, feed-forward (every expert), norms.
+    pub fn layer_params(&self, l: usize) -> usize {
+        let (h, d) = (self.hidden_size, self.head_dim);
+        let attn = h * d * (2 * self.num_attention_heads + 2 * self.num_key_value_heads);
+        let mlp = |inter: usize| 3 * h * inter;
+        let ff = if self.moe[l] {
+            self.num_local_experts * mlp(self.intermediate_size) + mlp(self.intermediate_size) + self.num_local_experts * h
+        } else {
+            mlp(self.intermediate_size_mlp)
+        };
+        attn + ff + 2 * h
+    }
+
+    /// Multiply-adds of the weight products one token does in layer `l` (only routed experts).
+    pub fn layer_active_params(&self, l: usize) -> usize {
+        let (h, d) = (self.hidden_size, self.head_dim);
+        let attn = h * d * (2 * self.num_attention_heads + 2 * self.num_key_value_heads);
+        let ff = if self.moe[l] {
+            (self.num_experts_per_tok + 1) * 3 * h * self.intermediate_size + self.num_local_experts * h
+        } else {
+            3 * h * self.intermediate_size_mlp
+        };
+        attn + ff
+    }
 }
 
 fn need<T>(v: Option<T>, path: &Path, prefix: &str, field: &str) -> Result<T> {

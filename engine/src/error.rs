@@ -52,6 +52,16 @@ pub enum Error {
 
     #[error("the KV cache is full: all {0} blocks are in use")]
     KvExhausted(usize),
+
+    /// The device cannot do what was asked (a dtype it does not hold, a shape its kernels do not
+    /// take, a KV cache of another device).
+    #[error("{device}: {message}")]
+    Device { device: String, message: String },
+
+    /// The CUDA device layer failed (no driver, no NVRTC, out of memory, a failed launch).
+    #[cfg(feature = "cuda")]
+    #[error("{0}")]
+    Cuda(#[from] herd_kernels::cuda::Error),
 }
 
 /// Result alias of the engine.

@@ -1,28 +1,49 @@
-//! Paged key/value cache.
+//! Paged key/value cache: the bookkeeping, the same on every device.
 //!
 //! Keys and values live in fixed-size blocks of `block_rows` positions taken from a shared
-//! [`BlockPool`]; each sequence keeps, per layer, a block table (the list of its blocks in
-//! position order). Memory grows a block at a time with the sequence instead of being reserved
-//! for the maximum length, and a finished or preempted sequence gives its blocks back at once.
+//! [`BlockPool`]; each sequence keeps, per layer, a block table (the ids of its blocks in position
+//! order). Memory grows a block at a time with the sequence instead of being reserved for the
+//! maximum length, and a finished or preempted sequence gives its blocks back at once. The blocks'
+//! storage belongs to the device ([`KvArena`]): host memory on the CPU, device memory on a GPU;
+//! a block holds `block_rows` keys `[block_rows, kv_dim]` followed by as many values.
 //!
-//! Chunked-attention layers keep only the current chunk (a query at position `p` sees keys in
-//! `[p / C * C, p]`): after every step they give back the blocks wholly before the chunk, so they
-//! never hold more than about `attention_chunk_size` rows whatever the context length;
+//! A step first reserves the rows of its new tokens in every layer ([`KvCache::reserve`]: all or
+//! nothing), the device writes the keys and values there, then the step is committed
+//! ([`KvCache::commit`]). Chunked-attention layers keep only the current chunk (a query at position
+//! `p` sees keys in `[p / C * C, p]`): at commit they give back the blocks wholly before the chunk,
+//! so they never hold more than about `attention_chunk_size` rows whatever the context length;
 //! full-attention (NoPE) layers keep every position.
 
 use crate::config::TextConfig;
 use crate::error::{Error, Result};
+use std::any::Any;
 use std::sync::{Arc, Mutex};
-
-/// One block: keys `[block_rows, kv_dim]` followed by values `[block_rows, kv_dim]`.
-pub type Block = Box<[f32]>;
 
 /// Default positions per block.
 pub const DEFAULT_BLOCK_ROWS: usize = 16;
 
+/// Storage of KV blocks on a device, grown in slabs. Block `id` lives in slab `id >> shift()` at
+/// index `id & ((1 << shift()) - 1)`.
+pub trait KvArena: Send + Sync {
+    /// Adds a slab; returns how many block ids the arena holds now (ids `0..n` are valid).
+    fn grow(&self) -> Result<usize>;
+    /// Block ids the arena holds now.
+    fn len(&self) -> usize;
+    /// True when the arena holds no block yet.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Bytes of one block.
+    fn block_bytes(&self) -> usize;
+    /// The device's own type, for its kernels.
+    fn as_any(&self) -> &dyn Any;
+}
+
 #[derive(Default)]
 struct PoolState {
-    free: Vec<Block>,
+    free: Vec<u32>,
+    /// Ids `next..arena.len()` were never handed out.
+    next: u32,
     used: usize,
     peak: usize,
 }
@@ -30,32 +51,15 @@ struct PoolState {
 /// A pool of KV blocks shared by the sequences of one model replica, bounded by a block count.
 pub struct BlockPool {
     block_rows: usize,
-    kv_dim: usize,
     capacity: usize,
+    arena: Arc<dyn KvArena>,
     state: Mutex<PoolState>,
 }
 
 impl BlockPool {
-    /// A pool of at most `capacity` blocks of `block_rows` positions for `cfg`'s layers.
-    pub fn new(cfg: &TextConfig, block_rows: usize, capacity: usize) -> Arc<Self> {
-        let block_rows = block_rows.max(1);
-        Arc::new(Self { block_rows, kv_dim: cfg.kv_dim(), capacity, state: Mutex::default() })
-    }
-
-    /// A pool holding at most `bytes` of blocks.
-    pub fn with_bytes(cfg: &TextConfig, block_rows: usize, bytes: usize) -> Arc<Self> {
-        let per = Self::bytes_per_block(cfg, block_rows.max(1));
-        Self::new(cfg, block_rows, bytes / per)
-    }
-
-    /// A pool without a bound (single-sequence use: generation, scoring, tests).
-    pub fn unbounded(cfg: &TextConfig) -> Arc<Self> {
-        Self::new(cfg, DEFAULT_BLOCK_ROWS, usize::MAX)
-    }
-
-    /// Bytes of one block for `cfg`.
-    pub fn bytes_per_block(cfg: &TextConfig, block_rows: usize) -> usize {
-        2 * block_rows * cfg.kv_dim() * std::mem::size_of::<f32>()
+    /// A pool of at most `capacity` blocks of `block_rows` positions stored in `arena`.
+    pub fn new(arena: Arc<dyn KvArena>, block_rows: usize, capacity: usize) -> Arc<Self> {
+        Arc::new(Self { block_rows: block_rows.max(1), capacity, arena, state: Mutex::default() })
     }
 
     /// Positions per block.
@@ -65,7 +69,7 @@ impl BlockPool {
 
     /// Bytes of one block.
     pub fn block_bytes(&self) -> usize {
-        2 * self.block_rows * self.kv_dim * std::mem::size_of::<f32>()
+        self.arena.block_bytes()
     }
 
     /// Blocks the pool may hand out in all.
@@ -88,32 +92,47 @@ impl BlockPool {
         self.lock().peak
     }
 
+    /// Where the blocks live (the device's kernels look inside).
+    pub fn arena(&self) -> &Arc<dyn KvArena> {
+        &self.arena
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
         // A panic while holding the lock leaves counters that are still consistent.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take(&self) -> Option<Block> {
+    /// Takes `n` blocks, or none: `Ok(None)` when the pool has fewer than `n` left.
+    fn take(&self, n: usize) -> Result<Option<Vec<u32>>> {
         let mut s = self.lock();
-        if s.used >= self.capacity {
-            return None;
+        if s.used + n > self.capacity {
+            return Ok(None);
         }
-        s.used += 1;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            if let Some(id) = s.free.pop() {
+                out.push(id);
+                continue;
+            }
+            if s.next as usize >= self.arena.len()
+                && let Err(e) = self.arena.grow()
+            {
+                s.free.extend(out);
+                return Err(e);
+            }
+            out.push(s.next);
+            s.next += 1;
+        }
+        s.used += n;
         s.peak = s.peak.max(s.used);
-        let reused = s.free.pop();
-        drop(s);
-        Some(reused.unwrap_or_else(|| vec![0f32; 2 * self.block_rows * self.kv_dim].into_boxed_slice()))
+        Ok(Some(out))
     }
 
-    fn give(&self, blocks: impl Iterator<Item = Block>) {
+    fn give(&self, blocks: impl Iterator<Item = u32>) {
         let mut s = self.lock();
         for b in blocks {
             s.used -= 1;
-            // Keep freed blocks for reuse only while the pool is bounded (a bounded pool's memory
-            // is capped anyway; an unbounded one belongs to one sequence and dies with it).
-            if self.capacity != usize::MAX {
-                s.free.push(b);
-            }
+            s.free.push(b);
         }
     }
 }
@@ -121,7 +140,7 @@ impl BlockPool {
 /// Keys and values of one layer for the positions `[start, start + rows)`.
 #[derive(Debug, Default)]
 pub struct LayerCache {
-    pub(crate) blocks: Vec<Block>,
+    pub(crate) blocks: Vec<u32>,
     /// Position of row 0 of `blocks[0]` (a multiple of the block size).
     pub(crate) start: usize,
     pub(crate) rows: usize,
@@ -139,6 +158,11 @@ impl LayerCache {
         self.rows
     }
 
+    /// The block ids, in position order.
+    pub fn block_ids(&self) -> &[u32] {
+        &self.blocks
+    }
+
     /// Blocks needed to append `extra` rows (before any trimming).
     fn blocks_to_append(&self, extra: usize, block_rows: usize) -> usize {
         (self.rows + extra).div_ceil(block_rows).saturating_sub(self.blocks.len())
@@ -149,7 +173,8 @@ impl LayerCache {
 pub struct KvCache {
     pub(crate) layers: Vec<LayerCache>,
     pub(crate) seen: usize,
-    kv_dim: usize,
+    /// Rows reserved for the step in progress (not yet committed).
+    pending: usize,
     pool: Arc<BlockPool>,
 }
 
@@ -157,7 +182,7 @@ impl KvCache {
     /// An empty cache shaped for `cfg` drawing blocks from `pool`.
     pub fn new(cfg: &TextConfig, pool: Arc<BlockPool>) -> Self {
         let layers = (0..cfg.num_hidden_layers).map(|l| LayerCache { chunk: cfg.chunk_of(l), ..Default::default() }).collect();
-        Self { layers, seen: 0, kv_dim: cfg.kv_dim(), pool }
+        Self { layers, seen: 0, pending: 0, pool }
     }
 
     /// Tokens processed so far: the position of the next token.
@@ -185,6 +210,11 @@ impl KvCache {
         self.layers[layer].blocks.len()
     }
 
+    /// The cache of layer `layer`.
+    pub fn layer(&self, layer: usize) -> &LayerCache {
+        &self.layers[layer]
+    }
+
     /// Blocks the next step needs from the pool to take `tokens` more positions.
     pub fn blocks_to_append(&self, tokens: usize) -> usize {
         self.layers.iter().map(|l| l.blocks_to_append(tokens, self.pool.block_rows)).sum()
@@ -198,47 +228,51 @@ impl KvCache {
             l.rows = 0;
         }
         self.seen = 0;
+        self.pending = 0;
     }
 
-    /// Appends keys and values `[n, kv_dim]` to layer `layer`.
-    pub(crate) fn append(&mut self, layer: usize, k: &[f32], v: &[f32]) -> Result<()> {
-        let (kvd, br) = (self.kv_dim, self.pool.block_rows);
-        let need = self.layers[layer].blocks_to_append(k.len() / kvd, br);
-        let mut fresh = Vec::with_capacity(need);
-        for _ in 0..need {
-            match self.pool.take() {
-                Some(b) => fresh.push(b),
-                None => {
-                    let cap = self.pool.capacity;
-                    self.pool.give(fresh.into_iter());
-                    return Err(Error::KvExhausted(cap));
-                }
-            }
+    /// Reserves the rows of `n` new positions in every layer (all or nothing): they are written by
+    /// the step, then [`KvCache::commit`]ted or [`KvCache::unreserve`]d.
+    pub(crate) fn reserve(&mut self, n: usize) -> Result<()> {
+        let br = self.pool.block_rows;
+        let need: Vec<usize> = self.layers.iter().map(|l| l.blocks_to_append(n, br)).collect();
+        let Some(mut fresh) = self.pool.take(need.iter().sum())? else {
+            return Err(Error::KvExhausted(self.pool.capacity));
+        };
+        for (l, k) in self.layers.iter_mut().zip(need) {
+            l.blocks.extend(fresh.drain(..k));
+            l.rows += n;
         }
-        let l = &mut self.layers[layer];
-        l.blocks.extend(fresh);
-        for (kr, vr) in k.chunks_exact(kvd).zip(v.chunks_exact(kvd)) {
-            let (b, r) = (l.rows / br, l.rows % br);
-            let block = &mut l.blocks[b];
-            block[r * kvd..(r + 1) * kvd].copy_from_slice(kr);
-            block[(br + r) * kvd..(br + r + 1) * kvd].copy_from_slice(vr);
-            l.rows += 1;
-        }
+        self.pending = n;
         Ok(())
     }
 
-    /// Gives back the blocks of layer `layer` that no future query can see (chunked layers only),
-    /// given that the next position is `next`.
-    pub(crate) fn trim(&mut self, layer: usize, next: usize) {
-        let br = self.pool.block_rows;
-        let l = &mut self.layers[layer];
-        let Some(c) = l.chunk else { return };
-        let keep_from = next / c * c;
-        let drop = (keep_from.saturating_sub(l.start) / br).min(l.blocks.len());
-        if drop > 0 {
-            self.pool.give(l.blocks.drain(..drop));
-            l.start += drop * br;
-            l.rows -= (drop * br).min(l.rows);
+    /// Gives back the rows reserved for a step that failed.
+    pub(crate) fn unreserve(&mut self) {
+        let (br, n) = (self.pool.block_rows, std::mem::take(&mut self.pending));
+        for l in &mut self.layers {
+            l.rows -= n.min(l.rows);
+            let keep = l.rows.div_ceil(br);
+            if l.blocks.len() > keep {
+                self.pool.give(l.blocks.drain(keep..));
+            }
+        }
+    }
+
+    /// Makes the reserved rows part of the sequence, and gives back the blocks no future query of
+    /// a chunked layer can see.
+    pub(crate) fn commit(&mut self) {
+        self.seen += std::mem::take(&mut self.pending);
+        let (br, next) = (self.pool.block_rows, self.seen);
+        for l in &mut self.layers {
+            let Some(c) = l.chunk else { continue };
+            let keep_from = next / c * c;
+            let drop = (keep_from.saturating_sub(l.start) / br).min(l.blocks.len());
+            if drop > 0 {
+                self.pool.give(l.blocks.drain(..drop));
+                l.start += drop * br;
+                l.rows -= (drop * br).min(l.rows);
+            }
         }
     }
 
@@ -257,12 +291,6 @@ impl KvCache {
             .sum()
     }
 
-    /// Upper bound of the bytes a fresh sequence holds after `tokens` positions fed one at a time
-    /// with the default block size.
-    pub fn bytes_for(cfg: &TextConfig, tokens: usize) -> usize {
-        Self::max_blocks_for(cfg, DEFAULT_BLOCK_ROWS, tokens, 1) * BlockPool::bytes_per_block(cfg, DEFAULT_BLOCK_ROWS)
-    }
-
     /// The pool this cache draws from.
     pub fn pool(&self) -> &Arc<BlockPool> {
         &self.pool
@@ -272,5 +300,86 @@ impl KvCache {
 impl Drop for KvCache {
     fn drop(&mut self) {
         self.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Bookkeeping only: ids without storage, grown 4 at a time, failing past `limit`.
+    struct Ids {
+        len: AtomicUsize,
+        limit: usize,
+    }
+
+    impl KvArena for Ids {
+        fn grow(&self) -> Result<usize> {
+            let n = self.len.load(Ordering::SeqCst) + 4;
+            if n > self.limit {
+                return Err(Error::Request("out of device memory".into()));
+            }
+            self.len.store(n, Ordering::SeqCst);
+            Ok(n)
+        }
+        fn len(&self) -> usize {
+            self.len.load(Ordering::SeqCst)
+        }
+        fn block_bytes(&self) -> usize {
+            64
+        }
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+    }
+
+    fn cfg() -> TextConfig {
+        let json = r#"{"model_type": "llama4_text", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
+            "intermediate_size_mlp": 8, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+            "head_dim": 4, "num_local_experts": 2, "attention_chunk_size": 8, "no_rope_layers": [1, 0]}"#;
+        TextConfig::from_json_str(json, std::path::Path::new("config.json")).expect("config")
+    }
+
+    #[test]
+    fn a_reservation_is_all_or_nothing_and_unreserve_gives_it_back() {
+        let pool = BlockPool::new(Arc::new(Ids { len: AtomicUsize::new(0), limit: 100 }), 4, 5);
+        let mut c = KvCache::new(&cfg(), pool.clone());
+        c.reserve(6).expect("2 blocks per layer");
+        assert_eq!((pool.used(), c.layer_rows(0), c.layer_rows(1)), (4, 6, 6));
+        c.commit();
+        assert!(matches!(c.reserve(8), Err(Error::KvExhausted(5))), "needs 4 more, 1 free");
+        assert_eq!((pool.used(), c.layer_rows(0), c.seen()), (4, 6, 6), "nothing taken");
+        c.reserve(1).expect("fits in the blocks held");
+        c.unreserve();
+        assert_eq!((pool.used(), c.layer_rows(1), c.seen()), (4, 6, 6));
+    }
+
+    #[test]
+    fn chunked_layers_give_back_blocks_before_their_chunk_at_commit() {
+        let pool = BlockPool::new(Arc::new(Ids { len: AtomicUsize::new(0), limit: 100 }), 4, 100);
+        let mut c = KvCache::new(&cfg(), pool.clone());
+        for _ in 0..19 {
+            c.reserve(1).expect("room");
+            c.commit();
+        }
+        // layer 0 is chunked (chunk 8): position 19 is in chunk [16, 24) -> rows 16..19, 1 block.
+        assert_eq!((c.layer(0).start(), c.layer_rows(0), c.layer_blocks(0)), (16, 3, 1));
+        assert_eq!((c.layer(1).start(), c.layer_rows(1), c.layer_blocks(1)), (0, 19, 5));
+        assert_eq!(pool.used(), 6);
+        drop(c);
+        assert_eq!(pool.used(), 0);
+    }
+
+    #[test]
+    fn a_device_that_cannot_grow_is_an_error_and_the_pool_stays_whole() {
+        let pool = BlockPool::new(Arc::new(Ids { len: AtomicUsize::new(0), limit: 4 }), 4, 100);
+        let mut c = KvCache::new(&cfg(), pool.clone());
+        c.reserve(8).expect("4 blocks fit the first slab");
+        c.commit(); // the chunked layer gives its 2 blocks back
+        assert_eq!(pool.used(), 2);
+        let e = c.reserve(12).expect_err("6 blocks: 2 free ids, then the arena cannot grow");
+        assert!(e.to_string().contains("out of device memory"), "{e}");
+        assert_eq!((pool.used(), c.layer_rows(1)), (2, 8), "nothing kept of the failed reservation");
     }
 }

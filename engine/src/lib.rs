@@ -2,17 +2,18 @@
 //!
 //! - [`config`]: `config.json` of hub checkpoints (text-only and multimodal wrapper).
 //! - [`weights`]: memory-mapped safetensors (single or sharded), random weights for benchmarks.
-//! - [`model`]: the architecture and its batched forward; [`attention`], [`feed_forward`],
-//!   [`rope`], [`kv_cache`] are its parts.
+//! - [`model`]: the architecture and its batched forward, written once; [`rope`] and
+//!   [`kv_cache`] (the paged KV bookkeeping) are its parts.
+//! - [`device`]: where it runs — weights, KV storage and the blocks of a step on the CPU or a
+//!   CUDA GPU (`--device cpu|cuda[:N]|auto`).
 //! - [`tokenizer`]: `tokenizer.json`, the chat template, stop tokens.
 //! - [`sampler`] and [`generate`]: decoding.
 //! - [`bench`](mod@bench): throughput measurement on random weights.
 
-pub mod attention;
 pub mod bench;
 pub mod config;
+pub mod device;
 pub mod error;
-pub mod feed_forward;
 pub mod generate;
 pub mod kv_cache;
 pub mod model;
@@ -24,6 +25,7 @@ pub mod weights;
 
 pub use candle_core::DType;
 pub use config::TextConfig;
+pub use device::Device;
 pub use error::{Error, Result};
 pub use herd_kernels::pool::{set_threads, threads};
 pub use kv_cache::{BlockPool, KvCache};

@@ -132,8 +132,10 @@ pub struct SchedulerHandle {
 }
 
 impl SchedulerHandle {
-    /// Starts the scheduler thread, which owns `model`.
-    pub fn start(model: Arc<Model>, cfg: SchedulerConfig) -> Self {
+    /// Starts the scheduler thread, which owns `model`. Fails when the KV pool cannot be made
+    /// (a device reserves it at once: too little device memory shows here).
+    pub fn start(model: Arc<Model>, cfg: SchedulerConfig) -> Result<Self> {
+        let pool = model.new_pool(cfg.kv_block_rows, Some(cfg.kv_cache_bytes))?;
         let (tx, rx) = mpsc::sync_channel::<Job>(cfg.queue_capacity.max(1));
         let stats = Arc::new(SchedulerStats::default());
         let st = stats.clone();
@@ -142,9 +144,9 @@ impl SchedulerHandle {
         let p = paused.clone();
         std::thread::Builder::new()
             .name("herd-scheduler".into())
-            .spawn(move || run(&model, &cfg, &rx, &st, &p))
-            .expect("spawning the scheduler thread");
-        Self { tx, capacity, paused, stats }
+            .spawn(move || run(&model, &pool, &cfg, &rx, &st, &p))
+            .map_err(|e| Error::Request(format!("starting the scheduler thread: {e}")))?;
+        Ok(Self { tx, capacity, paused, stats })
     }
 
     /// Stops taking steps (the step in progress finishes; requests still queue, up to the
@@ -234,9 +236,8 @@ fn intake(j: Job) -> Option<Seq> {
     }
 }
 
-fn run(model: &Model, cfg: &SchedulerConfig, rx: &mpsc::Receiver<Job>, stats: &SchedulerStats, paused: &AtomicBool) {
+fn run(model: &Model, pool: &Arc<BlockPool>, cfg: &SchedulerConfig, rx: &mpsc::Receiver<Job>, stats: &SchedulerStats, paused: &AtomicBool) {
     let mc = model.config();
-    let pool = BlockPool::with_bytes(mc, cfg.kv_block_rows, cfg.kv_cache_bytes);
     let br = pool.block_rows();
     let step_tokens = cfg.max_batch_tokens.max(1);
     // Blocks a sequence of `n` positions holds at most, prefilled `step_tokens` at a time.
@@ -314,7 +315,7 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &mpsc::Receiver<Job>, stats: &S
             let w = waiting.pop_front().expect("not empty");
             running.push(Running { seq: w, cache: KvCache::new(mc, pool.clone()), fed: 0, next: None });
         }
-        publish(stats, &pool, running.len(), waiting.len());
+        publish(stats, pool, running.len(), waiting.len());
         if running.is_empty() {
             continue;
         }
@@ -400,7 +401,7 @@ fn run(model: &Model, cfg: &SchedulerConfig, rx: &mpsc::Receiver<Job>, stats: &S
         for i in finished.into_iter().rev() {
             running.remove(i);
         }
-        publish(stats, &pool, running.len(), waiting.len());
+        publish(stats, pool, running.len(), waiting.len());
     }
 }
 

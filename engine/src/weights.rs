@@ -71,11 +71,32 @@ impl Weight {
     }
 }
 
+/// A tensor as its source holds it, for a device that converts and places it itself.
+pub enum Raw<'a> {
+    /// Little-endian elements of `dtype` (F32, BF16 or F16), row-major.
+    Bytes { dtype: DType, bytes: &'a [u8] },
+    /// Random values `mean + std · N(0, 1)` drawn from `seed` (benchmarks): the device makes them.
+    Random { seed: u64, mean: f32, std: f32 },
+}
+
 /// Where a model's weights come from.
 pub trait WeightSource {
     /// The tensor named `name` (a `Llama4ForCausalLM` key such as `model.norm.weight`) with the
-    /// given shape, converted to `dtype`.
+    /// given shape, converted to `dtype`, on the CPU.
     fn get(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Weight>;
+
+    /// Calls `f` with the tensor `name` as the source holds it (its shape checked), then lets go of
+    /// it (a checkpoint releases the mapped pages), so a device loading tensor by tensor holds at
+    /// most one in host memory. By default the tensor comes from [`WeightSource::get`] in f32.
+    fn with_raw(&self, name: &str, shape: &[usize], f: &mut dyn FnMut(Raw<'_>) -> Result<()>) -> Result<()> {
+        let w = self.get(name, shape, DType::F32)?;
+        let WeightRef::F32(v) = w.view() else {
+            return Err(Error::Request(format!("tensor `{name}` did not come back as f32")));
+        };
+        // SAFETY: f32 slice viewed as its bytes (no padding, any bit pattern is a valid u8).
+        let bytes = unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) };
+        f(Raw::Bytes { dtype: DType::F32, bytes })
+    }
 }
 
 struct TensorEntry {
@@ -171,8 +192,9 @@ impl Checkpoint {
     }
 }
 
-impl WeightSource for Checkpoint {
-    fn get(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Weight> {
+impl Checkpoint {
+    /// The bytes and dtype of tensor `name`, checked against `shape`; and where they lie.
+    fn raw(&self, name: &str, shape: &[usize]) -> Result<(DType, &[u8], &Mmap, usize, usize)> {
         let key = format!("{}{name}", self.prefix);
         let entry = self.tensors.get(&key).ok_or_else(|| Error::MissingTensor { path: self.where_(), key: key.clone() })?;
         let (path, mmap) = &self.files[entry.file];
@@ -189,9 +211,23 @@ impl WeightSource for Checkpoint {
         if bytes.len() != shape.iter().product::<usize>() * src.size_in_bytes() {
             return Err(Error::Safetensors { path: path.clone(), message: format!("tensor `{key}` has the wrong byte length") });
         }
+        Ok((src, bytes, mmap, entry.start, entry.end))
+    }
+}
+
+impl WeightSource for Checkpoint {
+    fn get(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Weight> {
+        let (src, bytes, mmap, start, end) = self.raw(name, shape)?;
         let t = if src == dtype { Tensor::from_raw_buffer(bytes, src, shape, &Device::Cpu)? } else { convert(bytes, src, dtype, shape)? };
-        release_pages(mmap, entry.start, entry.end);
+        release_pages(mmap, start, end);
         Weight::from_tensor(t)
+    }
+
+    fn with_raw(&self, name: &str, shape: &[usize], f: &mut dyn FnMut(Raw<'_>) -> Result<()>) -> Result<()> {
+        let (dtype, bytes, mmap, start, end) = self.raw(name, shape)?;
+        let done = f(Raw::Bytes { dtype, bytes });
+        release_pages(mmap, start, end);
+        done
     }
 }
 
@@ -232,19 +268,35 @@ pub struct RandomWeights {
     pub std: f64,
 }
 
-impl WeightSource for RandomWeights {
-    fn get(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Weight> {
-        let n: usize = shape.iter().product();
-        // A per-tensor stream so every tensor is the same whatever the loading order.
+impl RandomWeights {
+    /// The seed of tensor `name`: a per-tensor stream, so every tensor is the same whatever the
+    /// loading order.
+    fn seed_of(&self, name: &str) -> u64 {
         let mut h = self.seed ^ 0x9E37_79B9_7F4A_7C15;
         for b in name.bytes() {
             h = (h ^ b as u64).wrapping_mul(0x0100_0000_01B3);
         }
-        let mut rng = crate::sampler::Rng::new(h);
+        h
+    }
+}
+
+impl WeightSource for RandomWeights {
+    fn get(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Weight> {
+        let n: usize = shape.iter().product();
+        let mut rng = crate::sampler::Rng::new(self.seed_of(name));
         let is_norm = name.ends_with("norm.weight");
         let data: Vec<f32> =
             (0..n).map(|_| if is_norm { 1.0 + 0.1 * rng.normal() as f32 } else { (self.std * rng.normal()) as f32 }).collect();
         let t = Tensor::from_vec(data, shape, &Device::Cpu)?;
         Weight::from_tensor(if dtype == DType::F32 { t } else { t.to_dtype(dtype)? })
+    }
+
+    fn with_raw(&self, name: &str, _shape: &[usize], f: &mut dyn FnMut(Raw<'_>) -> Result<()>) -> Result<()> {
+        let seed = self.seed_of(name);
+        if name.ends_with("norm.weight") {
+            f(Raw::Random { seed, mean: 1.0, std: 0.1 })
+        } else {
+            f(Raw::Random { seed, mean: 0.0, std: self.std as f32 })
+        }
     }
 }

@@ -81,7 +81,7 @@ fn chunked_layers_keep_only_the_current_chunk_and_full_layers_keep_everything() 
     assert_eq!(cache.pool().block_bytes(), block_bytes);
     assert_eq!(cache.bytes(), cache.blocks() * block_bytes);
     assert_eq!(cache.pool().used(), cache.blocks());
-    assert!(cache.bytes() <= KvCache::bytes_for(&cfg, 100));
+    assert!(cache.bytes() <= model.kv_bytes_for(100));
     cache.clear();
     assert_eq!((cache.bytes(), cache.seen(), cache.pool().used()), (0, 0, 0));
 }
@@ -145,7 +145,7 @@ fn moe_layers_run_only_the_routed_experts() {
         let model = load(&dir);
         let ids = prompt(6, 7);
         let want = model.logits(&ids).expect("forward");
-        let counts = model.expert_counts();
+        let counts = model.expert_counts().expect("counts");
         let top_k = model.config().num_experts_per_tok as u64;
         for (layer, c) in &counts {
             assert_eq!(c.iter().sum::<u64>(), ids.len() as u64 * top_k, "{name} layer {layer}: tokens × top_k");

@@ -4,10 +4,10 @@
 mod common;
 
 use common::*;
+use herd_engine::KvCache;
 use herd_engine::generate::{FinishReason, GenerateRequest, generate};
 use herd_engine::sampler::SamplingParams;
 use herd_engine::scheduler::{Event, SchedulerConfig, SchedulerHandle};
-use herd_engine::{BlockPool, KvCache};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -32,7 +32,8 @@ fn all_blocks_come_back(sched: &SchedulerHandle) {
 #[test]
 fn batched_greedy_results_equal_each_sequence_alone() {
     let model = Arc::new(load(&fixture("llama4-tiny-scout")));
-    let sched = SchedulerHandle::start(model.clone(), SchedulerConfig { max_batch_size: 8, max_batch_tokens: 16, ..Default::default() });
+    let sched = SchedulerHandle::start(model.clone(), SchedulerConfig { max_batch_size: 8, max_batch_tokens: 16, ..Default::default() })
+        .expect("scheduler starts");
     let prompts: Vec<Vec<u32>> = [3usize, 40, 7, 18, 25, 1].iter().enumerate().map(|(i, n)| prompt(*n, i as u32)).collect();
     let handles: Vec<_> = prompts.iter().map(|p| sched.submit(req(p.clone(), 12)).expect("queued")).collect();
     for (p, h) in prompts.iter().zip(handles) {
@@ -54,10 +55,11 @@ fn batched_greedy_results_equal_each_sequence_alone() {
 fn admission_never_exceeds_the_kv_budget() {
     let model = Arc::new(load(&fixture("llama4-tiny-scout")));
     let cfg = model.config().clone();
-    let block = BlockPool::bytes_per_block(&cfg, 16);
+    let block = model.kv_block_bytes(16);
     // room for about two of these sequences at once (each up to 20 positions: 2 blocks a layer)
     let budget = 2 * KvCache::max_blocks_for(&cfg, 16, 20, 512) * block + block;
-    let sched = SchedulerHandle::start(model, SchedulerConfig { max_batch_size: 8, kv_cache_bytes: budget, ..Default::default() });
+    let sched = SchedulerHandle::start(model, SchedulerConfig { max_batch_size: 8, kv_cache_bytes: budget, ..Default::default() })
+        .expect("scheduler starts");
     let handles: Vec<_> = (0..6).map(|i| sched.submit(req(prompt(10, i), 10)).expect("queued")).collect();
     for h in handles {
         assert_eq!(h.wait().expect("finishes").0.len(), 10);
@@ -76,7 +78,8 @@ fn admission_never_exceeds_the_kv_budget() {
 #[test]
 fn a_full_queue_is_an_overload_error_at_once() {
     let model = Arc::new(load(&fixture("llama4-tiny-scout")));
-    let sched = SchedulerHandle::start(model, SchedulerConfig { max_batch_size: 1, queue_capacity: 2, ..Default::default() });
+    let sched = SchedulerHandle::start(model, SchedulerConfig { max_batch_size: 1, queue_capacity: 2, ..Default::default() })
+        .expect("scheduler starts");
     let long = sched.submit(req(prompt(5, 1), 20_000)).expect("runs");
     // wait until it runs, so the next ones stay in the queue
     assert!(matches!(long.events.recv(), Ok(Event::Token(_))));
@@ -92,7 +95,7 @@ fn a_full_queue_is_an_overload_error_at_once() {
 #[test]
 fn cancelling_stops_the_request_and_frees_its_blocks() {
     let model = Arc::new(load(&fixture("llama4-tiny-scout")));
-    let sched = SchedulerHandle::start(model, SchedulerConfig::default());
+    let sched = SchedulerHandle::start(model, SchedulerConfig::default()).expect("scheduler starts");
     let h = sched.submit(req(prompt(5, 1), 20_000)).expect("runs");
     for _ in 0..3 {
         assert!(matches!(h.events.recv(), Ok(Event::Token(_))));
@@ -109,7 +112,8 @@ fn cancelling_stops_the_request_and_frees_its_blocks() {
 #[test]
 fn a_long_prompt_is_prefilled_in_chunks_while_short_ones_keep_decoding() {
     let model = Arc::new(load(&fixture("llama4-tiny-scout")));
-    let sched = SchedulerHandle::start(model, SchedulerConfig { max_batch_size: 8, max_batch_tokens: 8, ..Default::default() });
+    let sched = SchedulerHandle::start(model, SchedulerConfig { max_batch_size: 8, max_batch_tokens: 8, ..Default::default() })
+        .expect("scheduler starts");
     let short = sched.submit(req(prompt(4, 1), 40)).expect("queued");
     assert!(matches!(short.events.recv(), Ok(Event::Token(_))), "the short one is decoding");
     let long = sched.submit(req(prompt(320, 2), 2)).expect("queued");
@@ -128,12 +132,13 @@ fn a_long_prompt_is_prefilled_in_chunks_while_short_ones_keep_decoding() {
 fn a_full_pool_preempts_the_newest_and_its_recomputed_output_is_unchanged() {
     let model = Arc::new(load(&fixture("llama4-tiny-scout")));
     let cfg = model.config().clone();
-    let block = BlockPool::bytes_per_block(&cfg, 16);
+    let block = model.kv_block_bytes(16);
     // Four sequences of 8-token prompts fit at admission (1 block a layer each), but each grows to
     // 8 + 40 positions (up to 3 blocks a layer on full layers): the pool runs out mid-decode.
     let one_max = KvCache::max_blocks_for(&cfg, 16, 48, 512);
     let budget = (one_max + 2 * cfg.num_hidden_layers) * block;
-    let sched = SchedulerHandle::start(model.clone(), SchedulerConfig { max_batch_size: 4, kv_cache_bytes: budget, ..Default::default() });
+    let sched = SchedulerHandle::start(model.clone(), SchedulerConfig { max_batch_size: 4, kv_cache_bytes: budget, ..Default::default() })
+        .expect("scheduler starts");
     let prompts: Vec<Vec<u32>> = (0..4).map(|i| prompt(8, 10 + i)).collect();
     // All four are admitted together (paused while they queue), so they grow together.
     sched.pause();
@@ -167,7 +172,7 @@ fn chunked_layers_give_blocks_back_as_a_long_prompt_moves_past_them() {
     let model = load(&fixture("llama4-tiny-scout"));
     let cfg = model.config().clone();
     let chunk = cfg.attention_chunk_size.expect("chunked");
-    let pool = BlockPool::new(&cfg, 8, 10_000);
+    let pool = model.new_pool(8, Some(10_000 * model.kv_block_bytes(8))).expect("pool");
     let mut cache = KvCache::new(&cfg, pool.clone());
     let ids = prompt(200, 5);
     for piece in ids.chunks(24) {

@@ -246,8 +246,14 @@ impl Herd {
             Some(p) => p,
             None => Self::packs_policy(&settings, &store).await,
         };
-        let engine =
-            EngineHandle::start(std::path::Path::new(&settings.worker.model), "f32", 64, settings.worker.context_tokens).expect("engine");
+        let engine = EngineHandle::start(
+            std::path::Path::new(&settings.worker.model),
+            &settings.worker.dtype,
+            &settings.worker.device,
+            64,
+            settings.worker.context_tokens,
+        )
+        .expect("engine");
         let mut herd = Self {
             settings,
             store,

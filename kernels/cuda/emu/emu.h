@@ -1,12 +1,14 @@
 // CUDA C on the CPU: just enough of the CUDA device language to run herd's kernels in tests on
 // machines without a GPU. Not a general emulator; it covers what kernels/cuda/*.cu use.
 //
-// - Every thread of a block is a fiber (ucontext) run by one OS thread; fibers switch only at
-//   __syncthreads() and at warp-level operations, so a block runs deterministically. Blocks of a
-//   grid are spread over a few OS threads (HERD_EMU_THREADS), so atomics are real atomics.
+// - Every thread of a block is a fiber run by one OS thread; fibers switch only at
+//   __syncthreads() and at warp-level operations, so a block runs deterministically. Atomics are
+//   real atomics (blocks may run on several threads).
 // - __shared__ variables are `static thread_local`: shared by the fibers of one block, private to
 //   the OS thread running it. Dynamic shared memory is filled with 0xFF bytes (NaN as floats) at
 //   the start of every block, so a kernel reading shared memory it never wrote shows it.
+// - Blocks run one after another on the calling thread (HERD_EMU_THREADS=N spreads them over N
+//   threads, fresh for each launch: worth it for large grids only).
 // - Warp shuffles exchange values through per-warp slots with a warp barrier; the whole warp must
 //   take part (mask 0xffffffff), as in herd's kernels.
 // - wmma fragments hold whole 16x16 tiles in every thread (the real element-to-lane mapping is
@@ -64,8 +66,38 @@ namespace emu {
 
 enum State { RUN, AT_BLOCK, AT_WARP, DONE };
 
+// Switching fibers: on x86-64 a hand-written switch of the callee-saved registers and the stack
+// pointer (swapcontext also saves the signal mask, a system call per switch); elsewhere ucontext.
+#if defined(__x86_64__)
+#define HERD_EMU_FAST_SWITCH 1
+extern "C" void herd_emu_swap(void** save_sp, void* load_sp);
+asm(R"(
+.text
+.globl herd_emu_swap
+.type herd_emu_swap,@function
+herd_emu_swap:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+.size herd_emu_swap, .-herd_emu_swap
+)");
+#endif
+
 struct Fiber {
   ucontext_t ctx;
+  void* sp;
   uint3 tid;
   unsigned lane, warp, parity;
   State state;
@@ -77,6 +109,7 @@ struct Block {
   std::vector<Fiber> fibers;
   std::vector<char*> stacks;
   ucontext_t sched;
+  void* sched_sp = nullptr;
   Fiber* cur = nullptr;
   std::vector<uint64_t> shfl;  // [warps][2 parities][32 lanes]
   std::vector<unsigned char> dyn;
@@ -86,7 +119,13 @@ struct Block {
 inline thread_local Block* blk = nullptr;
 constexpr size_t STACK = 256 * 1024;
 
-inline void yield() { swapcontext(&blk->cur->ctx, &blk->sched); }
+inline void yield() {
+#ifdef HERD_EMU_FAST_SWITCH
+  herd_emu_swap(&blk->cur->sp, blk->sched_sp);
+#else
+  swapcontext(&blk->cur->ctx, &blk->sched);
+#endif
+}
 inline void block_barrier() {
   blk->cur->state = AT_BLOCK;
   yield();
@@ -100,6 +139,26 @@ inline void trampoline(int i) {
   (*blk->body)();
   blk->fibers[i].state = DONE;  // uc_link returns to the scheduler
 }
+
+#ifdef HERD_EMU_FAST_SWITCH
+// First code of a fiber (reached by herd_emu_swap's `ret`): runs the kernel, then hands the
+// thread back to the scheduler for good.
+inline void fiber_entry() {
+  (*blk->body)();
+  blk->cur->state = DONE;
+  for (;;) herd_emu_swap(&blk->cur->sp, blk->sched_sp);
+}
+
+// A fresh stack whose first switch-in `ret`s into fiber_entry with the ABI's alignment.
+inline void* fresh_stack(char* base, size_t size) {
+  uintptr_t top = (reinterpret_cast<uintptr_t>(base) + size) & ~static_cast<uintptr_t>(15);
+  void** sp = reinterpret_cast<void**>(top);
+  *--sp = nullptr;  // fiber_entry's return address: never used
+  *--sp = reinterpret_cast<void*>(&fiber_entry);
+  for (int r = 0; r < 6; r++) *--sp = nullptr;  // rbp rbx r12 r13 r14 r15
+  return sp;
+}
+#endif
 
 inline void run_block(Block& b) {
   const unsigned n = b.bdim.x * b.bdim.y * b.bdim.z;
@@ -117,18 +176,26 @@ inline void run_block(Block& b) {
     f.warp = i / 32;
     f.parity = 0;
     f.state = RUN;
+#ifdef HERD_EMU_FAST_SWITCH
+    f.sp = fresh_stack(b.stacks[i], STACK);
+#else
     getcontext(&f.ctx);
     f.ctx.uc_stack.ss_sp = b.stacks[i];
     f.ctx.uc_stack.ss_size = STACK;
     f.ctx.uc_link = &b.sched;
     makecontext(&f.ctx, reinterpret_cast<void (*)()>(trampoline), 1, static_cast<int>(i));
+#endif
   }
   for (;;) {
     bool ran = false;
     for (auto& f : b.fibers) {
       if (f.state == RUN) {
         b.cur = &f;
+#ifdef HERD_EMU_FAST_SWITCH
+        herd_emu_swap(&b.sched_sp, f.sp);
+#else
         swapcontext(&b.sched, &f.ctx);
+#endif
         ran = true;
       }
     }
@@ -168,7 +235,7 @@ inline void run_block(Block& b) {
 inline void run_grid(dim3 grid, dim3 block, unsigned smem, const std::function<void()>& body) {
   const unsigned long long blocks = 1ull * grid.x * grid.y * grid.z;
   if (blocks == 0) return;
-  unsigned threads = std::thread::hardware_concurrency();
+  unsigned threads = 1;
   if (const char* e = getenv("HERD_EMU_THREADS")) threads = static_cast<unsigned>(atoi(e));
   if (threads < 1) threads = 1;
   if (threads > blocks) threads = static_cast<unsigned>(blocks);

@@ -251,6 +251,11 @@ pub fn driver_present() -> bool {
     real::driver_present()
 }
 
+/// Free and total memory of CUDA device `ordinal`, bytes.
+pub fn mem_info(ordinal: usize) -> Result<(usize, usize)> {
+    real::mem_info(ordinal)
+}
+
 /// The number of CUDA devices, or why there are none.
 pub fn device_count() -> Result<usize> {
     real::device_count()

@@ -26,6 +26,23 @@ pub(crate) fn device_count() -> Result<usize> {
     cu::device::get_count().map(|n| n as usize).map_err(|e| Error::NoDriver(format!("cuDeviceGetCount: {e:?}")))
 }
 
+/// Free and total memory of device `ordinal`, bytes.
+pub(crate) fn mem_info(ordinal: usize) -> Result<(usize, usize)> {
+    let count = device_count()?;
+    if ordinal >= count {
+        return Err(Error::NoDevice { ordinal, count });
+    }
+    let dev = cu::device::get(ordinal as i32).map_err(cuda("cuDeviceGet"))?;
+    // SAFETY: dev is a valid device; the retain is released below.
+    let ctx = unsafe { cu::primary_ctx::retain(dev) }.map_err(cuda("cuDevicePrimaryCtxRetain"))?;
+    let info = unsafe { cu::ctx::set_current(ctx) }
+        .map_err(cuda("cuCtxSetCurrent"))
+        .and_then(|_| cu::mem_get_info().map_err(cuda("cuMemGetInfo")));
+    CURRENT.with(|c| c.set(0));
+    let _ = unsafe { cu::primary_ctx::release(dev) };
+    info
+}
+
 fn cuda(what: &str) -> impl Fn(cu::DriverError) -> Error + '_ {
     move |e| Error::Cuda { what: what.into(), message: format!("{e:?}") }
 }

@@ -91,8 +91,11 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// Model folder.
     pub model: String,
-    /// Dtype the weights are held in: f32, bf16 or f16.
+    /// Dtype the weights are held in: f32, bf16 or f16 (f16 on the CPU only).
     pub dtype: String,
+    /// Where the model runs: `cpu`, `cuda` (device 0), `cuda:N`, or `auto` (the first GPU when the
+    /// CUDA driver reports one, else the CPU). The Llama Guard model runs there too.
+    pub device: String,
     pub max_new_tokens: usize,
     /// Prompt budget: older turns are dropped to fit.
     pub context_tokens: usize,
@@ -259,6 +262,7 @@ impl Default for WorkerSettings {
             concurrency: 8,
             model: "deploy/models/herd-demo-chat".into(),
             dtype: "f32".into(),
+            device: "cpu".into(),
             max_new_tokens: 256,
             context_tokens: 2048,
             system_prompt: String::new(),

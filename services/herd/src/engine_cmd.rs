@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use herd_engine::generate::{GenerateRequest, generate};
 use herd_engine::sampler::SamplingParams;
 use herd_engine::tokenizer::{ChatMessage, ChatTokenizer, TextStreamer};
-use herd_engine::{DType, Model, bench, parse_dtype};
+use herd_engine::{DType, Device, Model, bench, parse_dtype};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -79,6 +79,16 @@ enum EngineCommand {
         model: Option<PathBuf>,
         #[arg(long, default_value = "f32")]
         dtype: String,
+        /// Where to run: cpu, cuda, cuda:N or auto.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Decoder layers to build from --config: a number (the config's layer pattern repeated
+        /// or cut), or `auto` for as many as fit the GPU's free memory. Default: the config's.
+        #[arg(long)]
+        layers: Option<String>,
+        /// Print every request's output ids (with --concurrency), to compare runs.
+        #[arg(long)]
+        outputs: bool,
         /// Prompt tokens per sequence.
         #[arg(long, default_value_t = 128)]
         prompt: usize,
@@ -112,9 +122,12 @@ struct ModelArgs {
     /// Model folder (config.json, safetensors, tokenizer.json).
     #[arg(long)]
     model: PathBuf,
-    /// Dtype the weights are held in: f32, bf16 or f16 (activations are always f32).
+    /// Dtype the weights are held in: f32, bf16 or f16 (f16 on the CPU only).
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Where to run: cpu, cuda, cuda:N or auto (the GPU when one answers).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -154,7 +167,9 @@ impl SamplingArgs {
 
 fn load(m: &ModelArgs) -> Result<(Model, DType)> {
     let dtype = parse_dtype(&m.dtype)?;
-    let model = Model::load(&m.model, dtype).with_context(|| format!("loading the model in {}", m.model.display()))?;
+    let device = Device::parse(&m.device)?;
+    let model =
+        Model::load_on(&m.model, dtype, device).with_context(|| format!("loading the model in {} onto {device}", m.model.display()))?;
     Ok((model, dtype))
 }
 
@@ -214,8 +229,31 @@ pub fn run(args: EngineArgs) -> Result<()> {
             let tok = load_tokenizer(&model.model, &m)?;
             chat(&m, &tok, system, max_new_tokens, sampling.params())?;
         }
-        EngineCommand::Bench { config, model, dtype, prompt, new, batch, seed, concurrency, requests, kv_cache_bytes } => {
+        EngineCommand::Bench {
+            config,
+            model,
+            dtype,
+            device,
+            layers,
+            outputs,
+            prompt,
+            new,
+            batch,
+            seed,
+            concurrency,
+            requests,
+            kv_cache_bytes,
+        } => {
             let dtype = parse_dtype(&dtype)?;
+            let device = Device::parse(&device)?;
+            let layers = match layers.as_deref() {
+                None => bench::Layers::AsConfigured,
+                Some("auto") => bench::Layers::Fit,
+                Some(n) => match n.parse::<usize>() {
+                    Ok(n) if n > 0 => bench::Layers::Exactly(n),
+                    _ => bail!("--layers must be a number >= 1 or `auto`, got {n:?}"),
+                },
+            };
             if batch.is_empty() || batch.contains(&0) {
                 bail!("--batch must list batch sizes >= 1");
             }
@@ -224,15 +262,17 @@ pub fn run(args: EngineArgs) -> Result<()> {
                 (None, Some(m)) => bench::BenchModel::Checkpoint(m),
                 (None, None) => bail!("give --config or --model"),
             };
+            let subject = bench::Subject { what, device, dtype, layers, seed };
             if let Some(c) = concurrency {
                 if c == 0 || requests == 0 {
                     bail!("--concurrency and --requests must be >= 1");
                 }
-                let report = bench::run_serving(what, dtype, prompt, new, c, requests, kv_cache_bytes, seed)?;
+                let serving = bench::Serving { prompt, new, concurrency: c, requests, kv_cache_bytes, keep_outputs: outputs };
+                let report = bench::run_serving(&subject, &serving)?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 return Ok(());
             }
-            let report = bench::run(what, dtype, prompt, new, &batch, seed)?;
+            let report = bench::run(&subject, prompt, new, &batch)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         EngineCommand::Info { model } => {
@@ -253,7 +293,8 @@ pub fn run(args: EngineArgs) -> Result<()> {
                     "rope_scaling": format!("{:?}", c.rope_scaling),
                     "weight_bytes": m.weight_bytes(),
                     "active_weight_bytes_per_token": m.active_weight_bytes(),
-                    "kv_cache_bytes_per_sequence_at_4096_tokens": herd_engine::KvCache::bytes_for(c, 4096),
+                    "kv_cache_bytes_per_sequence_at_4096_tokens": m.kv_bytes_for(4096),
+                    "device": m.report(),
                 }))?
             );
         }

@@ -121,7 +121,7 @@ pub async fn policy(s: &Settings, store: &Store, shutdown: Option<watch::Receive
     let classifier: Option<Arc<dyn herd_policies::Classifier>> = if s.policies.guard_model.is_empty() {
         None
     } else {
-        let guard = herd_worker::guard::LlamaGuard::load(Path::new(&s.policies.guard_model), &s.worker.dtype)
+        let guard = herd_worker::guard::LlamaGuard::load(Path::new(&s.policies.guard_model), &s.worker.dtype, &s.worker.device)
             .with_context(|| format!("loading the guard model {}", s.policies.guard_model))?;
         Some(Arc::new(guard))
     };
@@ -151,8 +151,8 @@ pub async fn run_workers(
             kv_cache_bytes: cfg.kv_cache_bytes,
             queue: cfg.concurrency * 4,
         };
-        let engine = EngineHandle::start_with(Path::new(&cfg.model), &cfg.dtype, cfg.context_tokens, &limits)
-            .with_context(|| format!("loading the model {}", cfg.model))?;
+        let engine = EngineHandle::start_with(Path::new(&cfg.model), &cfg.dtype, &cfg.device, cfg.context_tokens, &limits)
+            .with_context(|| format!("loading the model {} onto {}", cfg.model, cfg.device))?;
         engines.push(engine.clone());
         let name = format!("{host}-{}-{i}", std::process::id());
         let w = Worker::new(name, settings.clone(), store.clone(), queue.clone(), engine, policy.clone());

@@ -6,7 +6,7 @@ use herd_engine::generate::GenerateRequest;
 use herd_engine::sampler::SamplingParams;
 use herd_engine::scheduler::{Event, SchedulerConfig, SchedulerHandle};
 use herd_engine::tokenizer::{ChatMessage, ChatTokenizer};
-use herd_engine::{Model, parse_dtype};
+use herd_engine::{Device, Model, parse_dtype};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,15 +56,22 @@ pub struct EngineLimits {
 }
 
 impl EngineHandle {
-    /// Loads the model in `dir` and starts its scheduler; `queue` bounds waiting requests.
-    pub fn start(dir: &Path, dtype: &str, queue: usize, context_tokens: usize) -> Result<Self, herd_engine::Error> {
+    /// Loads the model in `dir` onto `device` (`cpu`, `cuda[:N]`, `auto`) and starts its
+    /// scheduler; `queue` bounds waiting requests.
+    pub fn start(dir: &Path, dtype: &str, device: &str, queue: usize, context_tokens: usize) -> Result<Self, herd_engine::Error> {
         let limits = EngineLimits { max_batch_size: 32, max_batch_tokens: 512, kv_cache_bytes: 1 << 30, queue };
-        Self::start_with(dir, dtype, context_tokens, &limits)
+        Self::start_with(dir, dtype, device, context_tokens, &limits)
     }
 
-    /// Loads the model in `dir` and starts its scheduler with these limits.
-    pub fn start_with(dir: &Path, dtype: &str, context_tokens: usize, limits: &EngineLimits) -> Result<Self, herd_engine::Error> {
-        let model = Model::load(dir, parse_dtype(dtype)?)?;
+    /// Loads the model in `dir` onto `device` and starts its scheduler with these limits.
+    pub fn start_with(
+        dir: &Path,
+        dtype: &str,
+        device: &str,
+        context_tokens: usize,
+        limits: &EngineLimits,
+    ) -> Result<Self, herd_engine::Error> {
+        let model = Model::load_on(dir, parse_dtype(dtype)?, Device::parse(device)?)?;
         let tokenizer = Arc::new(ChatTokenizer::load(dir, model.config())?);
         let cfg = SchedulerConfig {
             max_batch_size: limits.max_batch_size.max(1),
@@ -74,7 +81,7 @@ impl EngineHandle {
             ..Default::default()
         };
         let model = Arc::new(model);
-        let scheduler = SchedulerHandle::start(model.clone(), cfg);
+        let scheduler = SchedulerHandle::start(model.clone(), cfg)?;
         Ok(Self { scheduler, model, experts_taken: Default::default(), tokenizer, context_tokens })
     }
 
@@ -86,7 +93,8 @@ impl EngineHandle {
     /// Tokens routed to each expert of each MoE layer since the last call: `(layer, expert,
     /// tokens)` for the non-zero ones.
     pub fn take_expert_counts(&self) -> Vec<(i32, i32, i64)> {
-        let now = self.model.expert_counts();
+        // A device that cannot answer fails the next generation loudly; the counts wait for then.
+        let Ok(now) = self.model.expert_counts() else { return vec![] };
         let mut taken = self.experts_taken.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = vec![];
         for (layer, counts) in &now {

@@ -5,7 +5,7 @@
 use herd_engine::generate::{GenerateRequest, generate};
 use herd_engine::sampler::SamplingParams;
 use herd_engine::tokenizer::{ChatMessage, ChatTokenizer};
-use herd_engine::{Model, parse_dtype};
+use herd_engine::{Device, Model, parse_dtype};
 use herd_policies::{Classification, Classifier};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -66,9 +66,9 @@ pub struct LlamaGuard {
 }
 
 impl LlamaGuard {
-    /// Loads the checkpoint in `dir`.
-    pub fn load(dir: &Path, dtype: &str) -> Result<Self, herd_engine::Error> {
-        let model = Model::load(dir, parse_dtype(dtype)?)?;
+    /// Loads the checkpoint in `dir` onto `device` (`cpu`, `cuda[:N]`, `auto`).
+    pub fn load(dir: &Path, dtype: &str, device: &str) -> Result<Self, herd_engine::Error> {
+        let model = Model::load_on(dir, parse_dtype(dtype)?, Device::parse(device)?)?;
         let tokenizer = ChatTokenizer::load(dir, model.config())?;
         Ok(Self { model, tokenizer, name: format!("llama-guard:{}", dir.display()) })
     }
@@ -132,7 +132,7 @@ mod tests {
         // The demo chat model is not a guard model: this proves the plumbing (template, engine,
         // parsing fallback), not the judgement.
         let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/models/herd-demo-chat");
-        let g = LlamaGuard::load(&dir, "f32").expect("loads");
+        let g = LlamaGuard::load(&dir, "f32", "cpu").expect("loads");
         let c = g.classify("Hello there");
         assert!(c.categories.iter().all(|c| c.starts_with('S')));
         assert!(g.name().starts_with("llama-guard:"));

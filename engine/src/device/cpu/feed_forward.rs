@@ -1,11 +1,11 @@
-//! Feed-forward blocks: the dense gated MLP and the mixture of experts.
+//! Feed-forward blocks on the CPU: the dense gated MLP and the mixture of experts.
 //!
 //! Reference: `Llama4TextMLP`, `Llama4Router`, `Llama4TextMoe`, `Llama4TextExperts` in
 //! transformers' `modeling_llama4.py`. The reference runs every expert on every token (with a
 //! zero score for unrouted ones); herd groups tokens by expert and runs each expert on its own
 //! tokens only, so the cost grows with `num_experts_per_tok`, not `num_local_experts`.
 
-use crate::config::TextConfig;
+use crate::device::{Held, MlpSpec, MoeSpec, MoeWeights};
 use crate::error::Result;
 use crate::weights::{Weight, WeightSource};
 use candle_core::DType;
@@ -24,12 +24,13 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    /// Loads `{prefix}.{gate,up,down}_proj.weight`.
-    pub fn new(src: &dyn WeightSource, prefix: &str, hidden: usize, inter: usize, dtype: DType) -> Result<Self> {
+    /// Loads the gate, up and down projections `spec` names.
+    pub fn new(src: &dyn WeightSource, spec: &MlpSpec, dtype: DType) -> Result<Self> {
+        let (hidden, inter) = (spec.hidden, spec.inter);
         Ok(Self {
-            gate_proj: src.get(&format!("{prefix}.gate_proj.weight"), &[inter, hidden], dtype)?,
-            up_proj: src.get(&format!("{prefix}.up_proj.weight"), &[inter, hidden], dtype)?,
-            down_proj: src.get(&format!("{prefix}.down_proj.weight"), &[hidden, inter], dtype)?,
+            gate_proj: src.get(&spec.gate, &[inter, hidden], dtype)?,
+            up_proj: src.get(&spec.up, &[inter, hidden], dtype)?,
+            down_proj: src.get(&spec.down, &[hidden, inter], dtype)?,
             inter,
             hidden,
         })
@@ -59,9 +60,11 @@ impl Mlp {
     fn down<'a>(&'a self, act: &'a [f32], t: usize, y: &'a mut [f32]) -> Product<'a> {
         Product { x: act, t, w: self.down_proj.view(), layout: Layout::OutIn, in_dim: self.inter, out_dim: self.hidden, y }
     }
+}
 
-    /// Bytes of weights read per token.
-    pub fn bytes(&self) -> usize {
+impl Held for Mlp {
+    /// Bytes of weights (all read per token).
+    fn bytes(&self) -> usize {
         self.gate_proj.bytes() + self.up_proj.bytes() + self.down_proj.bytes()
     }
 }
@@ -81,16 +84,16 @@ pub struct Moe {
 }
 
 impl Moe {
-    /// Loads `{prefix}.router.weight`, `{prefix}.experts.{gate_up_proj,down_proj}`, `{prefix}.shared_expert.*`.
-    pub fn new(src: &dyn WeightSource, prefix: &str, cfg: &TextConfig, dtype: DType) -> Result<Self> {
-        let (e, h, i) = (cfg.num_local_experts, cfg.hidden_size, cfg.intermediate_size);
+    /// Loads the router, the stacked experts and the shared expert `spec` names.
+    pub fn new(src: &dyn WeightSource, spec: &MoeSpec, dtype: DType) -> Result<Self> {
+        let (e, h, i) = (spec.experts, spec.hidden, spec.inter);
         Ok(Self {
-            router: src.get(&format!("{prefix}.router.weight"), &[e, h], dtype)?,
-            gate_up_proj: src.get(&format!("{prefix}.experts.gate_up_proj"), &[e, h, 2 * i], dtype)?,
-            down_proj: src.get(&format!("{prefix}.experts.down_proj"), &[e, i, h], dtype)?,
-            shared_expert: Mlp::new(src, &format!("{prefix}.shared_expert"), h, i, dtype)?,
+            router: src.get(&spec.router, &[e, h], dtype)?,
+            gate_up_proj: src.get(&spec.gate_up, &[e, h, 2 * i], dtype)?,
+            down_proj: src.get(&spec.down, &[e, i, h], dtype)?,
+            shared_expert: Mlp::new(src, &spec.shared, dtype)?,
             experts: e,
-            top_k: cfg.num_experts_per_tok,
+            top_k: spec.top_k,
             inter: i,
             hidden: h,
             counts: (0..e).map(|_| AtomicU64::new(0)).collect(),
@@ -161,20 +164,21 @@ impl Moe {
             }
         }
     }
+}
 
-    /// Tokens routed to each expert since load.
-    pub fn expert_counts(&self) -> Vec<u64> {
-        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+impl Held for Moe {
+    fn bytes(&self) -> usize {
+        self.router.bytes() + self.gate_up_proj.bytes() + self.down_proj.bytes() + self.shared_expert.bytes()
     }
+}
 
-    /// Bytes of weights read per token (router, `top_k` experts, shared expert).
-    pub fn active_bytes(&self) -> usize {
+impl MoeWeights for Moe {
+    fn active_bytes(&self) -> usize {
         self.router.bytes() + self.top_k * (self.gate_up_proj.bytes() + self.down_proj.bytes()) / self.experts + self.shared_expert.bytes()
     }
 
-    /// Bytes of all weights.
-    pub fn bytes(&self) -> usize {
-        self.router.bytes() + self.gate_up_proj.bytes() + self.down_proj.bytes() + self.shared_expert.bytes()
+    fn expert_counts(&self) -> Result<Vec<u64>> {
+        Ok(self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect())
     }
 }
 
@@ -207,20 +211,4 @@ fn jobs<'a>(
         }
     }
     out
-}
-
-/// The feed-forward block of one decoder layer.
-pub enum FeedForward {
-    Dense(Mlp),
-    Moe(Moe),
-}
-
-impl FeedForward {
-    /// `y += ff(x)`.
-    pub fn forward_add(&self, x: &[f32], t: usize, y: &mut [f32]) {
-        match self {
-            FeedForward::Dense(m) => m.forward_add(x, t, y),
-            FeedForward::Moe(m) => m.forward_add(x, t, y),
-        }
-    }
 }
