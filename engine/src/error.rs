@@ -60,7 +60,7 @@ pub enum Error {
 
     /// The CUDA device layer failed (no driver, no NVRTC, out of memory, a failed launch).
     #[cfg(feature = "cuda")]
-    #[error("{0}")]
+    #[error(transparent)]
     Cuda(#[from] herd_kernels::cuda::Error),
 }
 

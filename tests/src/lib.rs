@@ -142,7 +142,10 @@ fn unique() -> String {
 }
 
 fn repo() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    // HERD_REPO_ROOT: the test binary runs from another checkout (deploy/gpu/check.sh).
+    std::env::var_os("HERD_REPO_ROOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
 }
 
 /// Test settings: short timeouts, the stub as Graph API, two channels.

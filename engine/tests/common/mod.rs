@@ -5,14 +5,20 @@ use herd_engine::{DType, Model};
 use serde_json::Value;
 use std::path::PathBuf;
 
+/// The repository: where it was built, or `HERD_REPO_ROOT` (the test binaries run on a GPU machine
+/// from another checkout, deploy/gpu/check.sh).
+pub fn repo() -> PathBuf {
+    std::env::var_os("HERD_REPO_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+}
+
 /// `engine/tests/fixtures/NAME`.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    repo().join("engine/tests/fixtures").join(name)
 }
 
 /// The bundled demo chat model, `deploy/models/herd-demo-chat`.
 pub fn demo_model() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/models/herd-demo-chat")
+    repo().join("deploy/models/herd-demo-chat")
 }
 
 /// The fixtures made by the Hugging Face reference, with what each exercises.
