@@ -26,6 +26,8 @@ pub struct BatchResult {
     pub decode_step_ms: f64,
     /// Kernel launches and cuBLAS calls per decode step (0 on the CPU).
     pub launches_per_decode_step: f64,
+    /// Time of the one logits copy of a decode step (device to host), milliseconds (0 on the CPU).
+    pub logits_copy_ms_per_decode_step: f64,
 }
 
 /// The whole report, printed as JSON.
@@ -164,7 +166,7 @@ pub fn run(subject: &Subject<'_>, prompt: usize, new: usize, batches: &[usize]) 
         };
         let prefill = t0.elapsed().as_secs_f64();
         let mut next: Vec<u32> = logits.iter().map(|l| argmax(l)).collect();
-        let launches0 = model.report().launches;
+        let before = model.report();
         let t1 = Instant::now();
         for _ in 0..new {
             let mut steps: Vec<SeqStep<'_>> = next
@@ -176,7 +178,8 @@ pub fn run(subject: &Subject<'_>, prompt: usize, new: usize, batches: &[usize]) 
             next = logits.iter().map(|l| argmax(l)).collect();
         }
         let decode = t1.elapsed().as_secs_f64();
-        let launches = model.report().launches - launches0;
+        let after = model.report();
+        let launches = after.launches - before.launches;
         kv_bytes = caches.first().map_or(0, |c| c.bytes());
         results.push(BatchResult {
             batch: b,
@@ -185,6 +188,7 @@ pub fn run(subject: &Subject<'_>, prompt: usize, new: usize, batches: &[usize]) 
             decode_tokens_per_s: (b * new) as f64 / decode.max(1e-9),
             decode_step_ms: decode * 1e3 / new.max(1) as f64,
             launches_per_decode_step: launches as f64 / new.max(1) as f64,
+            logits_copy_ms_per_decode_step: (after.logits_copy_ms - before.logits_copy_ms) / new.max(1) as f64,
         });
     }
     let active = model.active_weight_bytes();

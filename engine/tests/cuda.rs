@@ -61,6 +61,7 @@ on_devices!(
     kv_blocks_come_back_after_retirement_and_preemption,
     only_routed_experts_are_computed,
     a_kv_cache_of_another_device_is_refused,
+    the_benchmark_counts_launches_and_times_the_logits_copy,
 );
 
 const F32_TOL: f32 = 1e-4;
@@ -377,6 +378,22 @@ fn a_kv_cache_of_another_device_is_refused(device: Device) {
     assert_eq!((cache.seen(), cache.blocks()), (0, 0), "nothing kept of the refused step");
     let mut cache = gpu.new_cache();
     assert!(cpu.forward(&mut [SeqStep { tokens: &[1, 2, 3], cache: &mut cache, logits: LogitsWanted::Last }]).is_err());
+}
+
+fn the_benchmark_counts_launches_and_times_the_logits_copy(device: Device) {
+    use herd_engine::bench::{BenchModel, Layers, Subject, run};
+    let config = fixture("llama4-tiny-scout").join("config.json");
+    let subject = Subject { what: BenchModel::Config(&config), device, dtype: DType::BF16, layers: Layers::Exactly(6), seed: 1 };
+    let r = run(&subject, 20, 3, &[1, 2]).expect("bench runs");
+    assert_eq!(r.layers, 6, "the 4-layer pattern extended to 6");
+    assert!(r.device.device.starts_with("cuda"), "{:?}", r.device);
+    assert!(r.device.weight_bytes > 0 && r.weight_bytes == r.device.weight_bytes);
+    for b in &r.results {
+        // per layer at least: norm, q/k/v, prep, attention, o, norm, router, route, align, scatter,
+        // gather, 2 expert products, SiLU, shared gate/up, SiLU, shared down, combine
+        assert!(b.launches_per_decode_step >= 6.0 * 18.0, "batch {}: {} launches a step", b.batch, b.launches_per_decode_step);
+        assert!(b.logits_copy_ms_per_decode_step > 0.0 && b.decode_tokens_per_s > 0.0 && b.prefill_tflops > 0.0);
+    }
 }
 
 #[test]

@@ -12,6 +12,5 @@ __device__ __forceinline__ void herd_cp_async16(void* smem, const void* gmem) {
 #define HERD_CP_ASYNC_COMMIT() asm volatile("cp.async.commit_group;\n" ::)
 #define HERD_CP_ASYNC_WAIT(n) asm volatile("cp.async.wait_group %0;\n" ::"n"(n))
 // Dynamic shared memory as an array of T (128-byte aligned: wmma wants 32).
-#define HERD_DYN_SMEM(T, name)                                   \
-  extern __shared__ __align__(128) unsigned char herd_dyn_smem_[]; \
-  T* name = reinterpret_cast<T*>(herd_dyn_smem_)
+extern __shared__ __align__(128) unsigned char herd_dyn_smem_[];
+#define HERD_DYN_SMEM(T, name) T* name = reinterpret_cast<T*>(herd_dyn_smem_)

@@ -82,6 +82,9 @@ pub struct DeviceReport {
     pub weight_bytes: usize,
     /// Kernel launches (and cuBLAS calls) so far; 0 on the CPU.
     pub launches: u64,
+    /// Time spent copying logits from the device to the host so far (the step's work finished
+    /// first), milliseconds; 0 on the CPU.
+    pub logits_copy_ms: f64,
 }
 
 /// One attention layer: its tensors and switches.

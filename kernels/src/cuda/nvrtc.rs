@@ -45,8 +45,10 @@ fn require() -> Result<()> {
 pub fn include_dirs() -> Result<Vec<PathBuf>> {
     let has = |p: &Path| p.join("cuda_bf16.h").is_file() && p.join("crt").join("mma.h").is_file();
     if let Ok(v) = std::env::var("HERD_CUDA_INCLUDE") {
-        let dirs: Vec<PathBuf> = std::env::split_paths(&v).collect();
+        let mut dirs: Vec<PathBuf> = std::env::split_paths(&v).collect();
         if dirs.iter().any(|d| has(d)) {
+            let cccl: Vec<PathBuf> = dirs.iter().map(|d| d.join("cccl")).filter(|d| d.is_dir() && !dirs.contains(d)).collect();
+            dirs.extend(cccl);
             return Ok(dirs);
         }
         return Err(Error::Setup(format!("HERD_CUDA_INCLUDE={v} holds no cuda_bf16.h with crt/mma.h beside it")));
@@ -87,20 +89,27 @@ fn python_wheels(lib: &Path) -> Vec<PathBuf> {
 /// Compiles `src` for `target` (`sm_90`, or `compute_90` for PTX only) and returns the cubin (or
 /// the PTX text's bytes).
 pub fn compile(src: &str, target: &str, include: &[PathBuf]) -> Result<Vec<u8>> {
+    compile_with(src, target, include, &[]).map(|(bin, _)| bin)
+}
+
+/// [`compile`] with more NVRTC options; also returns the compiler's log (warnings, and with
+/// `--ptxas-options=-v` each kernel's registers, spills and shared memory).
+pub fn compile_with(src: &str, target: &str, include: &[PathBuf], extra: &[&str]) -> Result<(Vec<u8>, String)> {
     require()?;
     let code = CString::new(src).map_err(|_| Error::Invalid("kernel source holds a NUL byte".into()))?;
     let prog = result::create_program(&code, Some(c"herd_kernels.cu")).map_err(|e| Error::Setup(format!("nvrtcCreateProgram: {e:?}")))?;
     let mut opts = vec![format!("--gpu-architecture={target}"), "--std=c++17".into(), "-DHERD_NVRTC=1".into(), "-lineinfo".into()];
     opts.extend(include.iter().map(|d| format!("-I{}", d.display())));
+    opts.extend(extra.iter().map(|o| o.to_string()));
     // SAFETY: prog was just created and is destroyed below, once.
     let compiled = unsafe { result::compile_program(prog, &opts) };
     let log = unsafe { result::get_program_log(prog) }.map(|l| c_text(&l)).unwrap_or_default();
     let out = match compiled {
         Err(_) => Err(Error::Compile { target: target.into(), log }),
-        Ok(()) if target.starts_with("sm_") => cubin(prog),
-        Ok(()) => {
-            unsafe { result::get_ptx(prog) }.map(|p| c_text(&p).into_bytes()).map_err(|e| Error::Setup(format!("nvrtcGetPTX: {e:?}")))
-        }
+        Ok(()) if target.starts_with("sm_") => cubin(prog).map(|b| (b, log)),
+        Ok(()) => unsafe { result::get_ptx(prog) }
+            .map(|p| (c_text(&p).into_bytes(), log))
+            .map_err(|e| Error::Setup(format!("nvrtcGetPTX: {e:?}"))),
     };
     // SAFETY: prog is live and not used after this.
     let _ = unsafe { result::destroy_program(prog) };

@@ -489,3 +489,43 @@ pub fn grouped_gemm(gpu: &Gpu, a: u64, b: u64, c: u64, tile_expert: u64, max_til
     let args = [Arg::Ptr(a), Arg::Ptr(b), Arg::U64((n * k) as u64), Arg::Ptr(c), Arg::Ptr(tile_expert), int("n", n)?, int("k", k)?];
     gpu.launch("grouped_gemm_bf16", [blocks(n, 128)?, blocks(max_tiles, 1)?, 1], [256, 1, 1], 0, &args)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemv_instances_cover_every_row_count() {
+        let widths: Vec<usize> = [0, 1, 2, 3, 4, 5, 8, 9, 16, 17, 64].iter().map(|&r| gemv_width(r)).collect();
+        assert_eq!(widths, vec![1, 1, 2, 4, 4, 8, 8, 16, 16, 16, 16]);
+    }
+
+    #[test]
+    fn head_layouts_the_kernels_cannot_take_are_refused_with_the_reason() {
+        let ok = Heads { heads: 40, kv_heads: 8, head_dim: 128 };
+        assert!(ok.check(Dt::Bf16).is_ok());
+        let e = Heads { heads: 6, kv_heads: 4, head_dim: 64 }.check(Dt::Bf16).expect_err("6 over 4");
+        assert!(e.to_string().contains("do not group"), "{e}");
+        let e = Heads { heads: 4, kv_heads: 2, head_dim: 12 }.check(Dt::Bf16).expect_err("12 is no multiple of 8");
+        assert!(e.to_string().contains("head_dim 12"), "{e}");
+        assert!(Heads { heads: 4, kv_heads: 2, head_dim: 12 }.check(Dt::F32).is_ok(), "f32 loads 4 at a time");
+    }
+
+    #[test]
+    fn flash_attention_fits_hoppers_shared_memory_at_scouts_head_width() {
+        // Scout: head_dim 128 -> ~111 KB of the 227 KB a block may have on an H100/H200.
+        assert!(flash_smem(128) < 227 * 1024, "{}", flash_smem(128));
+        assert!(flash_fits(Dt::Bf16, &Heads { heads: 40, kv_heads: 8, head_dim: 128 }));
+        assert!(!flash_fits(Dt::F32, &Heads { heads: 40, kv_heads: 8, head_dim: 128 }), "flash is bf16 only");
+        assert!(!flash_fits(Dt::Bf16, &Heads { heads: 4, kv_heads: 2, head_dim: 40 }));
+        assert_eq!(attend_smem(&Heads { heads: 40, kv_heads: 8, head_dim: 128 }), (5 * 128 + 5 * 128 + 15) * 4);
+    }
+
+    #[test]
+    fn the_grouped_gemm_takes_scouts_expert_shapes_only_in_bf16() {
+        assert!(grouped_gemm_fits(Dt::Bf16, 16384, 5120) && grouped_gemm_fits(Dt::Bf16, 5120, 8192));
+        assert!(!grouped_gemm_fits(Dt::F32, 16384, 5120));
+        assert!(!grouped_gemm_fits(Dt::Bf16, 100, 5120), "n % 16");
+        assert!(!grouped_gemm_fits(Dt::Bf16, 128, 40), "k % 32");
+    }
+}

@@ -141,8 +141,10 @@ impl Driver for CudaDriver {
     }
 
     fn free(&self, ptr: u64) {
-        // cuMemFree waits for work using the memory; an error here (a dead context) has no remedy.
-        if self.bind().is_ok() {
+        // Work queued on the stream may still use the memory: wait for it first (frees are rare:
+        // staging buffers while loading, a workspace that grows). An error here (a dead context)
+        // has no remedy.
+        if self.bind().is_ok() && self.sync().is_ok() {
             let _ = unsafe { cu::free_sync(ptr) };
         }
     }

@@ -714,8 +714,23 @@ fn the_kernels_compile_with_nvrtc_for_sm_90() {
         return;
     }
     let include = nvrtc::include_dirs().unwrap_or_else(|e| panic!("{e}"));
-    let cubin = nvrtc::compile(&source::nvrtc_source(), "sm_90", &include).unwrap_or_else(|e| panic!("{e}"));
+    let (cubin, log) =
+        nvrtc::compile_with(&source::nvrtc_source(), "sm_90", &include, &["--ptxas-options=-v"]).unwrap_or_else(|e| panic!("{e}"));
     assert!(cubin.len() > 1000 && cubin.starts_with(b"\x7fELF"), "a cubin is an ELF image");
+    assert!(!log.contains("warning"), "the kernels compile without warnings:\n{log}");
+    // No kernel of the bf16 (serving) path keeps values in local memory.
+    let mut current = "";
+    for line in log.lines() {
+        if let Some(at) = line.find("Compiling entry function '") {
+            current = line[at + 26..].split('\'').next().unwrap_or("");
+        }
+        if current.ends_with("bf16") || current.contains("bf16_t") {
+            assert!(
+                !line.contains("bytes spill") || line.contains(" 0 bytes spill stores, 0 bytes spill loads"),
+                "{current} spills: {line}"
+            );
+        }
+    }
     let ptx = nvrtc::compile(&source::nvrtc_source(), "compute_90", &include).unwrap_or_else(|e| panic!("{e}"));
     let ptx = String::from_utf8_lossy(&ptx);
     for name in source::kernel_names() {

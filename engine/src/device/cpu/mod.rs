@@ -75,7 +75,13 @@ impl Backend for CpuBackend {
     type Step<'a> = CpuStep<'a>;
 
     fn report(&self) -> DeviceReport {
-        DeviceReport { device: "cpu".into(), name: format!("CPU, {} threads", herd_kernels::pool::threads()), weight_bytes: 0, launches: 0 }
+        DeviceReport {
+            device: "cpu".into(),
+            name: format!("CPU, {} threads", herd_kernels::pool::threads()),
+            weight_bytes: 0,
+            launches: 0,
+            logits_copy_ms: 0.0,
+        }
     }
 
     fn load_vector(&self, src: &dyn WeightSource, name: &str, dim: usize) -> Result<Weight> {

@@ -25,6 +25,7 @@ use crate::weights::WeightSource;
 use candle_core::DType;
 use herd_kernels::cuda::ops::{self, Dt};
 use herd_kernels::cuda::{DevBuf, Gpu};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use step::{Meta, SeqArena};
 use weights::{Attn, DevTensor, Loader, Mlp, Moe};
@@ -37,6 +38,8 @@ pub struct CudaBackend {
     /// `[head_dim / 2]` RoPE frequencies, llama3 scaling applied.
     inv_freq: DevBuf,
     ws: Mutex<Workspace>,
+    /// Nanoseconds spent copying logits back (after the step's work finished).
+    copy_nanos: AtomicU64,
 }
 
 impl CudaBackend {
@@ -82,7 +85,7 @@ impl CudaBackend {
             });
         }
         let inv_freq = gpu.upload(Rope::new(cfg).inv_freq())?;
-        Ok(Self { gpu, dt, cfg: cfg.clone(), inv_freq, ws: Mutex::new(Workspace::default()) })
+        Ok(Self { gpu, dt, cfg: cfg.clone(), inv_freq, ws: Mutex::new(Workspace::default()), copy_nanos: AtomicU64::new(0) })
     }
 
     fn loader<'a>(&'a self, src: &'a dyn WeightSource) -> Loader<'a> {
@@ -238,7 +241,8 @@ impl Backend for CudaBackend {
     fn report(&self) -> DeviceReport {
         let info = self.gpu.info();
         let device = if info.emulated { "cuda-emulated".into() } else { "cuda".into() };
-        DeviceReport { device, name: info.name, weight_bytes: 0, launches: self.gpu.launches() }
+        let logits_copy_ms = self.copy_nanos.load(Ordering::Relaxed) as f64 / 1e6;
+        DeviceReport { device, name: info.name, weight_bytes: 0, launches: self.gpu.launches(), logits_copy_ms }
     }
 
     fn load_vector(&self, src: &dyn WeightSource, name: &str, dim: usize) -> Result<DevTensor> {
@@ -437,7 +441,34 @@ impl Backend for CudaBackend {
         let (hn, logits) = (st.at(Slot::Hn), st.at(Slot::Logits));
         ops::rms_norm(gpu, dt, x.0, norm.ptr(), hn, Some(st.int(st.meta.wanted)), n, h, self.eps())?;
         ops::linear(gpu, dt, hn, head.ptr(), logits, n, v, h, false)?;
+        // One copy of the wanted rows per step (sampling stays on the host, above the device
+        // layer); timed alone, after the step's work.
+        gpu.sync()?;
+        let t0 = std::time::Instant::now();
         gpu.dtoh(logits, &mut out)?;
+        self.copy_nanos.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scout() -> TextConfig {
+        TextConfig::from_path(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/scout-shaped/config.json")).expect("config")
+    }
+
+    #[test]
+    fn small_batches_take_the_grouped_gemv_and_prefills_the_tensor_core_gemm() {
+        let cfg = scout();
+        let decode = MoePlan::of(&cfg, Dt::Bf16, 64);
+        assert!(!decode.gemm, "64 (token, expert) pairs: GEMV");
+        assert_eq!((decode.align, decode.rows, decode.tiles), (1, 64, 0));
+        let prefill = MoePlan::of(&cfg, Dt::Bf16, 2048);
+        assert!(prefill.gemm);
+        // every expert's segment padded to 64 rows: at most 63 more rows each
+        assert_eq!((prefill.align, prefill.rows, prefill.tiles), (64, 2048 + 16 * 63, (2048 + 16 * 63usize).div_ceil(64)));
+        assert!(!MoePlan::of(&cfg, Dt::F32, 2048).gemm, "f32 keeps the GEMV");
     }
 }
