@@ -64,16 +64,18 @@ extern "C" __global__ void __launch_bounds__(128)
   attn_prep_impl<bf16>(qkv, pos, seq, kv, inv_freq, nh, nkv, d, use_rope, qk_norm, temp_tuning, eps, floor_scale, attn_scale);
 }
 
-// Outputs each thread accumulates at most: g * d <= 16 * 128.
-#define ATTEND_MAX_OUT 16
+// Outputs each thread accumulates at most: g * d <= 8 * 128 (Scout and Maverick: 5 * 128).
+#define ATTEND_MAX_OUT 8
 
 // out [T, nh d] (compute dtype) for the tokens items[i] (or i). Grid (items, nkv), block 128,
-// dynamic shared memory (g*d + g*128 + 3*g) floats.
+// dynamic shared memory: 128 value-row addresses, then (g*d + g*128 + 3*g) floats.
 template <typename W>
 __device__ void attend_impl(const float* __restrict__ qkv, const int* __restrict__ items, const int* __restrict__ pos,
                             const int* __restrict__ seq, Kv kv, W* __restrict__ out, int nh, int nkv, int d, int chunk,
                             float scale) {
-  HERD_DYN_SMEM(float, sm);
+  HERD_DYN_SMEM(unsigned char, raw);
+  const W** vrows = reinterpret_cast<const W**>(raw);  // [128] this tile's value rows (this head)
+  float* sm = reinterpret_cast<float*>(raw + 128 * sizeof(void*));
   const int g = nh / nkv, gd = g * d;
   float* qs = sm;          // [g][d]
   float* sc = qs + gd;     // [g][128] scores, then probabilities
@@ -101,6 +103,7 @@ __device__ void attend_impl(const float* __restrict__ qkv, const int* __restrict
     const int j = j0 + tid;
     if (j < n) {
       const W* krow = kv.key<W>(s, first + j) + kvh * d;
+      vrows[tid] = krow + static_cast<long long>(kv.br) * kv.kvd;
       for (int h = 0; h < g; h++) {
         float dot = 0.0f;
         for (int e = 0; e < d; e += Vec16<W>::N) {
@@ -141,10 +144,7 @@ __device__ void attend_impl(const float* __restrict__ qkv, const int* __restrict
       if (k < nout && idx < gd) {
         const int h = idx / d, e = idx % d;
         float a = acc[k] * al[h];
-        for (int jj = 0; jj < cnt; jj++) {
-          const W* vrow = kv.key<W>(s, first + j0 + jj) + static_cast<long long>(kv.br) * kv.kvd + kvh * d;
-          a += sc[h * 128 + jj] * to_f(vrow[e]);
-        }
+        for (int jj = 0; jj < cnt; jj++) a += sc[h * 128 + jj] * to_f(vrows[jj][e]);
         acc[k] = a;
       }
     }

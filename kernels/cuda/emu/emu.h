@@ -68,7 +68,7 @@ enum State { RUN, AT_BLOCK, AT_WARP, DONE };
 
 // Switching fibers: on x86-64 a hand-written switch of the callee-saved registers and the stack
 // pointer (swapcontext also saves the signal mask, a system call per switch); elsewhere ucontext.
-#if defined(__x86_64__)
+#if defined(__x86_64__) && !defined(HERD_EMU_NO_FAST_SWITCH)
 #define HERD_EMU_FAST_SWITCH 1
 extern "C" void herd_emu_swap(void** save_sp, void* load_sp);
 asm(R"(

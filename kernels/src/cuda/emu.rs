@@ -47,7 +47,11 @@ impl EmuDriver {
 fn compile() -> Result<PathBuf> {
     let src = source::emu_source();
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
-    let flags = ["-std=c++17", "-O2", "-fPIC", "-shared", "-w", "-pthread"];
+    // HERD_EMU_CXXFLAGS adds flags (say `-fsanitize=address -DHERD_EMU_NO_FAST_SWITCH` to look for
+    // out-of-bounds accesses, with the sanitizer's runtime preloaded).
+    let extra = std::env::var("HERD_EMU_CXXFLAGS").unwrap_or_default();
+    let mut flags = vec!["-std=c++17", "-O2", "-fPIC", "-shared", "-w", "-pthread"];
+    flags.extend(extra.split_whitespace());
     let mut h = Sha256::new();
     h.update(src.as_bytes());
     h.update(format!("\0{cxx}\0{}", flags.join(" ")).as_bytes());
@@ -63,7 +67,7 @@ fn compile() -> Result<PathBuf> {
     let tmp = dir.join(format!("kernels-{key}-{unique}.so"));
     std::fs::write(&cpp, &src).map_err(|e| Error::Setup(format!("writing {}: {e}", cpp.display())))?;
     let out = std::process::Command::new(&cxx)
-        .args(flags)
+        .args(&flags)
         .arg("-o")
         .arg(&tmp)
         .arg(&cpp)

@@ -161,9 +161,9 @@ impl Heads {
         if kv_heads == 0 || heads % kv_heads != 0 {
             return Err(Error::Invalid(format!("{heads} heads do not group over {kv_heads} key/value heads")));
         }
-        if !d.is_multiple_of(2) || !d.is_multiple_of(dt.per_16_bytes()) || (heads / kv_heads) * d > 2048 {
+        if !d.is_multiple_of(2) || !d.is_multiple_of(dt.per_16_bytes()) || (heads / kv_heads) * d > 1024 {
             return Err(Error::Invalid(format!(
-                "head_dim {d} with {} query heads per key/value head: the CUDA kernels need an even head_dim that is a multiple of {} and a group of at most 2048 values",
+                "head_dim {d} with {} query heads per key/value head: the CUDA kernels need an even head_dim that is a multiple of {} and a group of at most 1024 values",
                 heads / kv_heads,
                 dt.per_16_bytes()
             )));
@@ -213,10 +213,11 @@ pub fn attn_prep(
     gpu.launch(&name, [blocks(tokens, 1)?, 1, 1], [128, 1, 1], 0, &args)
 }
 
-/// Dynamic shared memory of `attend` for this head layout, bytes.
+/// Dynamic shared memory of `attend` for this head layout, bytes: a tile's 128 value-row
+/// addresses, then the queries, scores and softmax state.
 pub fn attend_smem(h: &Heads) -> usize {
     let g = h.heads / h.kv_heads;
-    (g * h.head_dim + g * 128 + 3 * g) * 4
+    128 * 8 + (g * h.head_dim + g * 128 + 3 * g) * 4
 }
 
 /// Attention of the tokens `items` (a device list of token indices, or all `n` tokens when
@@ -518,7 +519,7 @@ mod tests {
         assert!(flash_fits(Dt::Bf16, &Heads { heads: 40, kv_heads: 8, head_dim: 128 }));
         assert!(!flash_fits(Dt::F32, &Heads { heads: 40, kv_heads: 8, head_dim: 128 }), "flash is bf16 only");
         assert!(!flash_fits(Dt::Bf16, &Heads { heads: 4, kv_heads: 2, head_dim: 40 }));
-        assert_eq!(attend_smem(&Heads { heads: 40, kv_heads: 8, head_dim: 128 }), (5 * 128 + 5 * 128 + 15) * 4);
+        assert_eq!(attend_smem(&Heads { heads: 40, kv_heads: 8, head_dim: 128 }), 1024 + (5 * 128 + 5 * 128 + 15) * 4);
     }
 
     #[test]
