@@ -397,6 +397,36 @@ fn the_benchmark_counts_launches_and_times_the_logits_copy(device: Device) {
 }
 
 #[test]
+fn the_emulated_step_gives_the_same_logits_whatever_order_the_threads_run_in() {
+    // A 70-token prefill (flash attention, the grouped tensor-core GEMM: 140 token-expert pairs)
+    // beside a decode (per-token attention): bitwise the same with a block's threads run in index
+    // order, reversed, or shuffled at every barrier. A kernel racing between threads would not be.
+    use herd_kernels::cuda::{Gpu, ThreadOrder};
+    let emu = Gpu::emulated().expect("emulation");
+    let dir = fixture("maverick-like");
+    for dt in [DType::BF16, DType::F32] {
+        let model = on(&dir, dt, Device::CudaEmulated);
+        let run = |order| {
+            emu.set_thread_order(order).expect("emulation");
+            let (a, b) = (prompt(10, 1), prompt(70, 2));
+            let (mut ca, mut cb) = (model.new_cache(), model.new_cache());
+            step(&model, &a[..9], &mut ca, LogitsWanted::None);
+            let mut batch = [
+                SeqStep { tokens: &a[9..], cache: &mut ca, logits: LogitsWanted::Last },
+                SeqStep { tokens: &b, cache: &mut cb, logits: LogitsWanted::All },
+            ];
+            model.forward(&mut batch).expect("forward").concat()
+        };
+        let index = run(ThreadOrder::Index);
+        for order in [ThreadOrder::Reverse, ThreadOrder::Shuffle] {
+            let got = run(order);
+            emu.set_thread_order(ThreadOrder::Index).expect("emulation");
+            assert!(got == index, "{dt:?}: the logits change with the threads in {order:?} order");
+        }
+    }
+}
+
+#[test]
 fn f16_weights_on_the_cuda_backend_are_a_clear_error() {
     let e = Model::load_on(&fixture("llama4-tiny-scout"), DType::F16, Device::CudaEmulated).err().expect("f16 is CPU-only");
     assert!(e.to_string().contains("bf16 or f32"), "{e}");

@@ -117,6 +117,8 @@ struct Block {
 };
 
 inline thread_local Block* blk = nullptr;
+// 0: threads of a block run in index order between barriers; 1: reversed; 2: shuffled.
+inline std::atomic<int> thread_order{0};
 constexpr size_t STACK = 256 * 1024;
 
 inline void yield() {
@@ -186,9 +188,21 @@ inline void run_block(Block& b) {
     makecontext(&f.ctx, reinterpret_cast<void (*)()>(trampoline), 1, static_cast<int>(i));
 #endif
   }
+  // The threads of each phase run in order 0..n-1, in reverse, or shuffled (herd_emu_set_order):
+  // a kernel missing a barrier between one thread's write and another's read fails in some order.
+  const int order_mode = thread_order.load(std::memory_order_relaxed);
+  std::vector<unsigned> order(n);
+  for (unsigned i = 0; i < n; i++) order[i] = order_mode == 1 ? n - 1 - i : i;
+  uint64_t rng = 0x9E3779B97F4A7C15ull ^ (b.bidx.x * 0x100000001B3ull + b.bidx.y);
   for (;;) {
+    if (order_mode == 2)
+      for (unsigned i = n - 1; i > 0; i--) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        std::swap(order[i], order[rng % (i + 1)]);
+      }
     bool ran = false;
-    for (auto& f : b.fibers) {
+    for (unsigned oi = 0; oi < n; oi++) {
+      Fiber& f = b.fibers[order[oi]];
       if (f.state == RUN) {
         b.cur = &f;
 #ifdef HERD_EMU_FAST_SWITCH
@@ -482,6 +496,8 @@ inline void mma_sync(fragment<accumulator, M, N, K, float, void>& d, const fragm
 }  // namespace nvcuda
 
 // ---- launching from the host: extern "C" entry points, one per kernel ----
+extern "C" void herd_emu_set_order(int mode) { emu::thread_order.store(mode); }
+
 template <typename... A, std::size_t... I>
 inline void emu_call(void (*k)(A...), void** args, std::index_sequence<I...>) {
   k(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(args[I])...);

@@ -113,4 +113,8 @@ pub(crate) trait Driver: Send + Sync {
     fn allow_smem(&self, k: usize, bytes: u32) -> Result<()>;
     fn gemm(&self, g: &Gemm) -> Result<()>;
     fn sync(&self) -> Result<()>;
+    /// The CPU emulation's thread order (see [`super::ThreadOrder`]); real devices refuse.
+    fn set_thread_order(&self, _order: super::ThreadOrder) -> Result<()> {
+        Err(super::Error::Invalid("only the CPU emulation runs threads in a chosen order".into()))
+    }
 }

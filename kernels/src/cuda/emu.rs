@@ -18,6 +18,7 @@ pub(crate) struct EmuDriver {
     // Keeps the compiled kernels loaded; `entries` point into it.
     _lib: libloading::Library,
     entries: Vec<Entry>,
+    set_order: unsafe extern "C" fn(i32),
     allocs: Mutex<HashMap<u64, Layout>>,
 }
 
@@ -39,7 +40,11 @@ impl EmuDriver {
                 unsafe { lib.get(sym.as_bytes()) }.map_err(|e| Error::Setup(format!("emulated kernel {n}: {e}")))?;
             entries.push(*f);
         }
-        Ok(Self { _lib: lib, entries, allocs: Mutex::default() })
+        // SAFETY: herd_emu_set_order is defined in emu.h with this signature.
+        let set_order: libloading::Symbol<'_, unsafe extern "C" fn(i32)> =
+            unsafe { lib.get(b"herd_emu_set_order") }.map_err(|e| Error::Setup(format!("emulated kernels: {e}")))?;
+        let set_order = *set_order;
+        Ok(Self { _lib: lib, entries, set_order, allocs: Mutex::default() })
     }
 }
 
@@ -150,6 +155,12 @@ impl Driver for EmuDriver {
     }
 
     fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn set_thread_order(&self, order: super::ThreadOrder) -> Result<()> {
+        // SAFETY: a plain store into the library's global.
+        unsafe { (self.set_order)(order as i32) };
         Ok(())
     }
 }

@@ -194,6 +194,26 @@ impl Gpu {
     }
 }
 
+/// The order the CPU emulation runs a block's threads in between barriers. A correct kernel gives
+/// the same result in every order; one that lacks a barrier between a thread's write and another
+/// thread's read fails in one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThreadOrder {
+    /// 0, 1, …, n - 1.
+    Index = 0,
+    /// n - 1, …, 0.
+    Reverse = 1,
+    /// A fresh random order at every barrier.
+    Shuffle = 2,
+}
+
+impl Gpu {
+    /// Sets the thread order of the CPU emulation, for every emulated device of this process.
+    pub fn set_thread_order(&self, order: ThreadOrder) -> Result<()> {
+        self.drv.set_thread_order(order)
+    }
+}
+
 /// Memory on a [`Gpu`], freed (in stream order) when dropped.
 pub struct DevBuf {
     gpu: Arc<Gpu>,

@@ -706,6 +706,45 @@ fn flash_attention_matches_the_reference(gpu: &Arc<Gpu>) {
 }
 
 #[test]
+fn every_kernel_gives_the_same_results_whatever_order_the_threads_run_in() {
+    // On the emulation only (a real GPU has its own order): a kernel missing a barrier between a
+    // thread's write and another's read passes in one order and fails in another.
+    let gpu = emu();
+    type Check = fn(&Arc<Gpu>);
+    let checks: [(&str, Check); 12] = [
+        ("conversions", conversions_are_exact),
+        ("transposes", transposes_move_every_element),
+        ("random", random_weights_have_the_asked_moments_and_repeat),
+        ("rms_norm", rms_norm_matches_the_reference),
+        ("embedding", embedding_rows_are_copied),
+        ("gemv", gemv_matches_the_reference_dense_and_grouped),
+        ("gemm", gemm_linear_matches_the_reference),
+        ("moe routing", moe_routing_permutes_by_expert),
+        ("grouped gemm", grouped_gemm_matches_the_reference),
+        ("silu and combine", silu_mul_and_combine_match_the_reference),
+        ("attention", attention_matches_the_reference),
+        ("flash attention", flash_attention_matches_the_reference),
+    ];
+    for order in [ThreadOrder::Reverse, ThreadOrder::Shuffle] {
+        gpu.set_thread_order(order).expect("emulation");
+        for (name, check) in checks {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&gpu)));
+            if r.is_err() {
+                gpu.set_thread_order(ThreadOrder::Index).expect("emulation");
+                panic!("{name} fails with the threads in {order:?} order");
+            }
+        }
+    }
+    gpu.set_thread_order(ThreadOrder::Index).expect("emulation");
+    assert!(real_or_none().is_none_or(|g| g.set_thread_order(ThreadOrder::Reverse).is_err()), "a GPU runs its own order");
+}
+
+/// GPU 0 when there is one.
+fn real_or_none() -> Option<Arc<Gpu>> {
+    if driver_present() { Gpu::open(0).ok() } else { None }
+}
+
+#[test]
 fn the_kernels_compile_with_nvrtc_for_sm_90() {
     // `make test` installs NVRTC and CUDA's headers (deploy/local/cuda-deps.sh) and sets
     // HERD_REQUIRE_NVRTC, so there a missing NVRTC fails instead of skipping.
