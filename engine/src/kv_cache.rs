@@ -303,20 +303,30 @@ impl Drop for KvCache {
     }
 }
 
+/// Block ids without storage, for the bookkeeping's tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_arena {
+    use super::KvArena;
+    use crate::error::{Error, Result};
+    use std::any::Any;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Bookkeeping only: ids without storage, grown 4 at a time, failing past `limit`.
-    struct Ids {
-        len: AtomicUsize,
-        limit: usize,
+    /// Grows `step` ids at a time, failing past `limit`.
+    pub struct Ids {
+        pub len: AtomicUsize,
+        pub step: usize,
+        pub limit: usize,
+    }
+
+    impl Ids {
+        pub fn new(step: usize, limit: usize) -> Self {
+            Self { len: AtomicUsize::new(0), step, limit }
+        }
     }
 
     impl KvArena for Ids {
         fn grow(&self) -> Result<usize> {
-            let n = self.len.load(Ordering::SeqCst) + 4;
+            let n = self.len.load(Ordering::SeqCst) + self.step;
             if n > self.limit {
                 return Err(Error::Request("out of device memory".into()));
             }
@@ -333,6 +343,12 @@ mod tests {
             self
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_arena::Ids;
+    use super::*;
 
     fn cfg() -> TextConfig {
         let json = r#"{"model_type": "llama4_text", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
@@ -343,7 +359,7 @@ mod tests {
 
     #[test]
     fn a_reservation_is_all_or_nothing_and_unreserve_gives_it_back() {
-        let pool = BlockPool::new(Arc::new(Ids { len: AtomicUsize::new(0), limit: 100 }), 4, 5);
+        let pool = BlockPool::new(Arc::new(Ids::new(4, 100)), 4, 5);
         let mut c = KvCache::new(&cfg(), pool.clone());
         c.reserve(6).expect("2 blocks per layer");
         assert_eq!((pool.used(), c.layer_rows(0), c.layer_rows(1)), (4, 6, 6));
@@ -357,7 +373,7 @@ mod tests {
 
     #[test]
     fn chunked_layers_give_back_blocks_before_their_chunk_at_commit() {
-        let pool = BlockPool::new(Arc::new(Ids { len: AtomicUsize::new(0), limit: 100 }), 4, 100);
+        let pool = BlockPool::new(Arc::new(Ids::new(4, 100)), 4, 100);
         let mut c = KvCache::new(&cfg(), pool.clone());
         for _ in 0..19 {
             c.reserve(1).expect("room");
@@ -373,7 +389,7 @@ mod tests {
 
     #[test]
     fn a_device_that_cannot_grow_is_an_error_and_the_pool_stays_whole() {
-        let pool = BlockPool::new(Arc::new(Ids { len: AtomicUsize::new(0), limit: 4 }), 4, 100);
+        let pool = BlockPool::new(Arc::new(Ids::new(4, 4)), 4, 100);
         let mut c = KvCache::new(&cfg(), pool.clone());
         c.reserve(8).expect("4 blocks fit the first slab");
         c.commit(); // the chunked layer gives its 2 blocks back

@@ -4,9 +4,9 @@
 
 mod common;
 
-use candle_core::{DType, Tensor};
+use candle_core::DType;
 use common::*;
-use herd_engine::weights::{Checkpoint, Weight, WeightSource};
+use herd_engine::weights::Checkpoint;
 use herd_engine::{KvCache, LogitsWanted, Model, SeqStep};
 
 const TOL: f32 = 1e-4;
@@ -109,32 +109,6 @@ fn a_mixed_batch_of_prefill_and_decode_gives_each_sequence_its_solo_logits() {
         assert!(max_abs_diff(&out[1], &fb[5 * v..]) <= TOL, "{name}: B");
         assert!(max_abs_diff(&out[2], &fc[8 * v..]) <= TOL, "{name}: C");
         assert_eq!((ca.seen(), cb.seen(), cc.seen()), (30, 12, 9));
-    }
-}
-
-/// A checkpoint whose experts that were never routed to are replaced by NaN.
-struct Poisoned<'a> {
-    inner: Checkpoint,
-    never_routed: &'a [(usize, Vec<u64>)],
-}
-
-impl WeightSource for Poisoned<'_> {
-    fn get(&self, name: &str, shape: &[usize], dtype: DType) -> herd_engine::Result<Weight> {
-        let w = self.inner.get(name, shape, dtype)?;
-        let Some((_, counts)) = self.never_routed.iter().find(|(l, _)| {
-            name == format!("model.layers.{l}.feed_forward.experts.gate_up_proj")
-                || name == format!("model.layers.{l}.feed_forward.experts.down_proj")
-        }) else {
-            return Ok(w);
-        };
-        let per = shape[1] * shape[2];
-        let mut data: Vec<f32> = w.tensor().flatten_all()?.to_vec1()?;
-        for (e, n) in counts.iter().enumerate() {
-            if *n == 0 {
-                data[e * per..(e + 1) * per].fill(f32::NAN);
-            }
-        }
-        Weight::from_tensor(Tensor::from_vec(data, shape, &candle_core::Device::Cpu)?)
     }
 }
 

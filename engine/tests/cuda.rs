@@ -28,7 +28,7 @@ use herd_engine::generate::{FinishReason, GenerateRequest, generate};
 use herd_engine::sampler::SamplingParams;
 use herd_engine::scheduler::{Event, SchedulerConfig, SchedulerHandle};
 use herd_engine::tokenizer::ChatTokenizer;
-use herd_engine::weights::{Checkpoint, Weight, WeightSource};
+use herd_engine::weights::Checkpoint;
 use herd_engine::{DType, Device, KvCache, LogitsWanted, Model, SeqStep};
 use std::path::Path;
 use std::sync::Arc;
@@ -320,32 +320,6 @@ fn kv_blocks_come_back_after_retirement_and_preemption(device: Device) {
         assert_eq!(out, &greedy(&model, p.clone(), 40), "a preempted sequence's output is unchanged");
     }
     all_blocks_come_back(&sched);
-}
-
-/// A checkpoint whose experts that were never routed to are replaced by NaN.
-struct Poisoned<'a> {
-    inner: Checkpoint,
-    never_routed: &'a [(usize, Vec<u64>)],
-}
-
-impl WeightSource for Poisoned<'_> {
-    fn get(&self, name: &str, shape: &[usize], dtype: DType) -> herd_engine::Result<Weight> {
-        let w = self.inner.get(name, shape, dtype)?;
-        let Some((_, counts)) = self.never_routed.iter().find(|(l, _)| {
-            name == format!("model.layers.{l}.feed_forward.experts.gate_up_proj")
-                || name == format!("model.layers.{l}.feed_forward.experts.down_proj")
-        }) else {
-            return Ok(w);
-        };
-        let per = shape[1] * shape[2];
-        let mut data: Vec<f32> = w.tensor().flatten_all()?.to_vec1()?;
-        for (e, n) in counts.iter().enumerate() {
-            if *n == 0 {
-                data[e * per..(e + 1) * per].fill(f32::NAN);
-            }
-        }
-        Weight::from_tensor(candle_core::Tensor::from_vec(data, shape, &candle_core::Device::Cpu)?)
-    }
 }
 
 fn only_routed_experts_are_computed(device: Device) {

@@ -1,6 +1,7 @@
-//! Helpers shared by the engine's integration tests: fixture paths and golden files.
+//! Helpers shared by the engine's integration tests: fixture paths, golden files, a poisoned checkpoint.
 #![allow(dead_code)]
 
+use herd_engine::weights::{Checkpoint, Weight, WeightSource};
 use herd_engine::{DType, Model};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -53,4 +54,31 @@ pub fn load(dir: &std::path::Path) -> Model {
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// A checkpoint whose experts that were never routed to are replaced by NaN.
+pub struct Poisoned<'a> {
+    pub inner: Checkpoint,
+    /// `(layer, tokens per expert)`: the experts with 0 tokens are poisoned.
+    pub never_routed: &'a [(usize, Vec<u64>)],
+}
+
+impl WeightSource for Poisoned<'_> {
+    fn get(&self, name: &str, shape: &[usize], dtype: DType) -> herd_engine::Result<Weight> {
+        let w = self.inner.get(name, shape, dtype)?;
+        let Some((_, counts)) = self.never_routed.iter().find(|(l, _)| {
+            name == format!("model.layers.{l}.feed_forward.experts.gate_up_proj")
+                || name == format!("model.layers.{l}.feed_forward.experts.down_proj")
+        }) else {
+            return Ok(w);
+        };
+        let per = shape[1] * shape[2];
+        let mut data: Vec<f32> = w.tensor().flatten_all()?.to_vec1()?;
+        for (e, n) in counts.iter().enumerate() {
+            if *n == 0 {
+                data[e * per..(e + 1) * per].fill(f32::NAN);
+            }
+        }
+        Weight::from_tensor(candle_core::Tensor::from_vec(data, shape, &candle_core::Device::Cpu)?)
+    }
 }

@@ -108,27 +108,9 @@ pub fn pack(plan: &StepPlan<'_>, layers: usize, arenas: &[SeqArena], flash: bool
 mod tests {
     use super::*;
     use crate::config::TextConfig;
-    use crate::error::Result;
-    use crate::kv_cache::{BlockPool, KvArena, KvCache};
-    use std::any::Any;
+    use crate::kv_cache::test_arena::Ids;
+    use crate::kv_cache::{BlockPool, KvCache};
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    struct Ids(AtomicUsize);
-    impl KvArena for Ids {
-        fn grow(&self) -> Result<usize> {
-            Ok(self.0.fetch_add(64, Ordering::SeqCst) + 64)
-        }
-        fn len(&self) -> usize {
-            self.0.load(Ordering::SeqCst)
-        }
-        fn block_bytes(&self) -> usize {
-            1
-        }
-        fn as_any(&self) -> &dyn Any {
-            self
-        }
-    }
 
     fn cfg() -> TextConfig {
         let json = r#"{"model_type": "llama4_text", "vocab_size": 100, "hidden_size": 8, "intermediate_size": 8,
@@ -140,7 +122,7 @@ mod tests {
     #[test]
     fn a_mixed_step_packs_tables_per_layer_and_splits_attention_between_the_kernels() {
         let cfg = cfg();
-        let pool = BlockPool::new(Arc::new(Ids(AtomicUsize::new(0))), 16, 1000);
+        let pool = BlockPool::new(Arc::new(Ids::new(64, usize::MAX)), 16, 1000);
         let (mut a, mut b) = (KvCache::new(&cfg, pool.clone()), KvCache::new(&cfg, pool.clone()));
         // a: 40 positions seen, decodes one; b: a fresh prefill of 70 tokens.
         a.reserve(40).expect("room");
