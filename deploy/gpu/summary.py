@@ -1,4 +1,4 @@
-"""One JSON summary of deploy/gpu/check.sh's logs: python3 summary.py OUT_DIR SECONDS."""
+"""One JSON summary of deploy/gpu/check.sh's logs: python3 summary.py LOG_DIR SECONDS."""
 import json
 import re
 import sys
@@ -17,16 +17,25 @@ def rc(name):
     return int(p.read_text().strip()) if p.exists() else None
 
 
-def tests(name):
-    """Counts of a libtest run, and the names of the tests that failed."""
+def tests(group):
+    """The GPU tests of one binary, each run in its own process (logs GROUP@TEST.log)."""
+    passed, failed = [], {}
+    for log in sorted(out.glob(f"{group}@*.log")):
+        name = log.stem.split("@", 1)[1]
+        t = log.read_text(errors="replace")
+        if rc(log.stem) == 0 and re.search(r"test result: ok\. 1 passed", t):
+            passed.append(name)
+        else:
+            why = re.findall(r"panicked at [^\n]*\n([^\n]*)", t) or t.strip().splitlines()[-2:]
+            failed[name] = {"exit": rc(log.stem), "why": why[:2]}
+    return {"passed": len(passed), "failed": len(failed), "failures": failed}
+
+
+def sanitizer(name):
     t = text(name)
-    m = re.findall(r"test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored", t)
-    failed = re.findall(r"^test (\S+) \.\.\. FAILED", t, re.M)
-    panics = re.findall(r"panicked at [^\n]*\n([^\n]*)", t)
-    if not m:
-        return {"exit": rc(name), "ran": False, "note": t.strip().splitlines()[-1:] if t.strip() else []}
-    passed, fails, _ = map(int, m[-1])
-    return {"exit": rc(name), "passed": passed, "failed": fails, "failures": failed, "first_panics": panics[:5]}
+    if not t:
+        return None
+    return {"exit": rc(name), "summary": re.findall(r"=+ (ERROR SUMMARY: \d+ errors?|RACECHECK SUMMARY: [^\n]*)", t)[-3:]}
 
 
 def json_doc(name):
@@ -77,11 +86,12 @@ for line in text("kbench").splitlines():
 summary = {
     "seconds": seconds,
     "gpu": text("env").splitlines()[:1],
-    "tests": {"kernels": tests("kernel_tests"), "engine": tests("engine_tests"), "worker": tests("worker_tests")},
+    "tests": {"kernels": tests("kernels"), "engine": tests("engine"), "worker": tests("worker")},
+    "compute_sanitizer": {"memcheck": sanitizer("memcheck"), "racecheck": sanitizer("racecheck")},
     "kernels": kbench,
     "bench16": bench("bench16"),
     "bench16_serving": serving(),
     "scout_decode": bench("scout_decode"),
     "scout_prefill_2048": bench("scout_prefill"),
 }
-print(json.dumps(summary, indent=1))
+print(json.dumps(summary, separators=(",", ":")))
