@@ -38,8 +38,10 @@ pub struct Settings {
 pub struct GatewaySettings {
     /// Address the webhook gateway listens on.
     pub listen: String,
-    /// Largest webhook body accepted (larger → 413).
+    /// Largest webhook body accepted (larger → 413, at once when `Content-Length` says so).
     pub max_body_bytes: usize,
+    /// Longest a webhook body may take to arrive (slower → 408).
+    pub body_timeout_ms: u64,
 }
 
 /// The admin API and dashboard.
@@ -236,7 +238,7 @@ impl Default for Settings {
 
 impl Default for GatewaySettings {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into(), max_body_bytes: 3 * 1024 * 1024 }
+        Self { listen: "127.0.0.1:8080".into(), max_body_bytes: 3 * 1024 * 1024, body_timeout_ms: 10_000 }
     }
 }
 

@@ -18,6 +18,12 @@ pub enum GatewayError {
     Forbidden,
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
+    #[error("the request body did not arrive within {0} ms")]
+    BodyTimeout(u64),
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the request body could not be read: {0}")]
+    BodyRead(String),
 }
 
 impl GatewayError {
@@ -33,6 +39,9 @@ impl GatewayError {
             GatewayError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "bad_signature"),
             GatewayError::Forbidden => (StatusCode::FORBIDDEN, "bad_verify_token"),
             GatewayError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            GatewayError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            GatewayError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            GatewayError::BodyRead(_) => (StatusCode::BAD_REQUEST, "bad_body"),
         }
     }
 }

@@ -4,7 +4,7 @@
 use crate::channels::ChannelCache;
 use crate::error::GatewayError;
 use crate::limits::Limits;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
@@ -38,8 +38,22 @@ pub fn router(state: AppState) -> Router {
             get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], herd_core::telemetry::render_metrics()) }),
         )
         .route("/bare", post(|| async { "ok" }))
+        // A declared Content-Length over the limit is 413 before any of the body is read.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// The whole body, within the size limit and the read timeout.
+async fn read_body(st: &AppState, body: Body) -> Result<Bytes, GatewayError> {
+    let (limit, ms) = (st.settings.gateway.max_body_bytes, st.settings.gateway.body_timeout_ms);
+    match tokio::time::timeout(std::time::Duration::from_millis(ms), axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(GatewayError::BodyTimeout(ms)),
+        Ok(Ok(b)) => Ok(b),
+        // A chunked body (no Content-Length) over the limit ends in the limiter's error.
+        Ok(Err(e)) if e.to_string().contains("length limit") => Err(GatewayError::TooLarge(limit)),
+        Ok(Err(e)) => Err(GatewayError::BodyRead(e.to_string())),
+    }
 }
 
 fn platform_of(p: &str) -> Result<Platform, GatewayError> {
@@ -79,7 +93,7 @@ async fn ready(State(st): State<AppState>) -> (axum::http::StatusCode, Json<Valu
 /// Events: verify, parse, dedup, rate-limit, enqueue; 200 unless the request is bad or herd
 /// cannot queue (then the platform retries). The request's span (child of an incoming
 /// `traceparent`, if any) is the root of the message's trace; its context rides in the entries.
-async fn receive(State(st): State<AppState>, Path(p): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, GatewayError> {
+async fn receive(State(st): State<AppState>, Path(p): Path<String>, headers: HeaderMap, body: Body) -> Result<Json<Value>, GatewayError> {
     use tracing::Instrument;
     let span = tracing::info_span!("webhook", platform = %p, trace_id = tracing::field::Empty, accepted = tracing::field::Empty);
     herd_core::telemetry::set_parent(&span, headers.get("traceparent").and_then(|v| v.to_str().ok()));
@@ -88,7 +102,10 @@ async fn receive(State(st): State<AppState>, Path(p): Path<String>, headers: Hea
     }
     let traceparent = herd_core::telemetry::traceparent_of(&span);
     let started = std::time::Instant::now();
-    let result = receive_in_span(st, &p, headers, body, traceparent).instrument(span.clone()).await;
+    let result = match read_body(&st, body).await {
+        Ok(body) => receive_in_span(st, &p, headers, body, traceparent).instrument(span.clone()).await,
+        Err(e) => Err(e),
+    };
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.code(),
