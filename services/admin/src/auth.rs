@@ -3,12 +3,13 @@
 
 use crate::AppState;
 use crate::error::ApiError;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use std::io::Read;
+use std::net::SocketAddr;
 
 /// What a key may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -93,25 +94,55 @@ fn bearer(req: &Request) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
 
-/// Middleware: rate limit per presented key (or per client without one), then 401 without a
-/// valid key; otherwise the [`Caller`] goes into the request's extensions.
+/// The client's address, as the listener saw it (`unknown` when the router is served without
+/// connection info).
+fn client(req: &Request) -> String {
+    req.extensions().get::<ConnectInfo<SocketAddr>>().map_or_else(|| "unknown".into(), |c| c.0.ip().to_string())
+}
+
+/// Middleware: a valid key gets its own rate limit; a caller without one (no key, or a key that
+/// is unknown or revoked, however many it makes up) is limited per client address, then 401.
+/// Otherwise the [`Caller`] goes into the request's extensions.
 pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    let token = bearer(&req).map(str::to_string);
-    let hash = token.as_deref().map(hash_key);
-    let limit_key = hash.clone().unwrap_or_else(|| "anonymous".into());
-    if st.limiter.check_key(&limit_key).is_err() {
-        return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many admin requests; slow down").into_response();
-    }
-    let Some(hash) = hash else {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "missing API key: send `Authorization: Bearer <key>`").into_response();
+    let slow_down = || ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many admin requests; slow down").into_response();
+    let found = match bearer(&req).map(hash_key) {
+        None => None,
+        Some(hash) => match st.store.api_key_by_hash(&hash).await {
+            Ok(found) => found.map(|k| (hash, k)),
+            Err(e) => return ApiError::from(e).into_response(),
+        },
     };
-    match st.store.api_key_by_hash(&hash).await {
-        Ok(Some((key_id, name, role))) => {
-            let role = Role::parse(&role).unwrap_or(Role::Analyst);
-            req.extensions_mut().insert(Caller { key_id, name, role });
-            next.run(req).await
+    let Some((hash, (key_id, name, role))) = found else {
+        if st.limiter.check_key(&format!("client:{}", client(&req))).is_err() {
+            return slow_down();
         }
-        Ok(None) => ApiError::new(StatusCode::UNAUTHORIZED, "unknown or revoked API key").into_response(),
-        Err(e) => ApiError::from(e).into_response(),
+        let why = if bearer(&req).is_some() { "unknown or revoked API key" } else { "missing API key: send `Authorization: Bearer <key>`" };
+        return ApiError::new(StatusCode::UNAUTHORIZED, why).into_response();
+    };
+    if st.limiter.check_key(&format!("key:{hash}")).is_err() {
+        return slow_down();
     }
+    let role = Role::parse(&role).unwrap_or(Role::Analyst);
+    req.extensions_mut().insert(Caller { key_id, name, role });
+    next.run(req).await
+}
+
+/// Middleware: a NUL character in the path or a query parameter (`%00`; PostgreSQL cannot store
+/// or compare it in text) is a 422 naming the parameter (or `path`).
+pub async fn refuse_nul(req: Request, next: Next) -> Response {
+    const NUL: &str = "must not contain a NUL character (U+0000)";
+    let uri = req.uri();
+    if uri.path().to_ascii_lowercase().contains("%00") {
+        return ApiError::invalid("path", NUL).into_response();
+    }
+    if let Some(q) = uri.query() {
+        for pair in q.split('&') {
+            if pair.to_ascii_lowercase().contains("%00") {
+                let name = pair.split('=').next().unwrap_or(pair);
+                let name = if name.to_ascii_lowercase().contains("%00") { "query" } else { name };
+                return ApiError::invalid(name, NUL).into_response();
+            }
+        }
+    }
+    next.run(req).await
 }

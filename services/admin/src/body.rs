@@ -8,10 +8,16 @@ use std::collections::BTreeMap;
 pub struct Body(Map<String, Value>);
 
 impl Body {
-    /// Parses `bytes` as a JSON object.
+    /// Parses `bytes` as a JSON object; a NUL character anywhere (PostgreSQL cannot store it in
+    /// text) is a 422 naming the field.
     pub fn parse(bytes: &[u8]) -> ApiResult<Self> {
         match serde_json::from_slice::<Value>(bytes) {
-            Ok(Value::Object(m)) => Ok(Self(m)),
+            Ok(Value::Object(m)) => {
+                for (k, v) in &m {
+                    storable(k, v)?;
+                }
+                Ok(Self(m))
+            }
             Ok(_) => Err(ApiError::invalid("body", "the body must be a JSON object")),
             Err(e) => Err(ApiError::invalid("body", format!("the body is not valid JSON: {e}"))),
         }
@@ -88,5 +94,31 @@ impl Body {
                 .map(Some),
             Some(_) => Err(ApiError::invalid(field, "must be an object of strings")),
         }
+    }
+}
+
+/// Fails with 422 naming `path` (dotted, `[i]` for list items) where a key or string holds NUL.
+fn storable(path: &str, v: &Value) -> ApiResult<()> {
+    const NUL: &str = "must not contain a NUL character (U+0000)";
+    if path.contains('\0') {
+        return Err(ApiError::invalid(path.replace('\0', "\\0"), NUL));
+    }
+    match v {
+        Value::String(s) if s.contains('\0') => Err(ApiError::invalid(path, NUL)),
+        Value::Array(a) => a.iter().enumerate().try_for_each(|(i, x)| storable(&format!("{path}[{i}]"), x)),
+        Value::Object(m) => m.iter().try_for_each(|(k, x)| storable(&format!("{path}.{k}"), x)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nul_anywhere_in_a_body_names_its_field() {
+        let e = Body::parse(br#"{"a": {"b": ["x", "y\u0000"]}}"#).err().expect("refused");
+        assert_eq!(e.field.as_deref(), Some("a.b[1]"));
+        assert!(Body::parse(br#"{"a": {"b": ["x", "y"]}, "n": 1}"#).is_ok());
     }
 }

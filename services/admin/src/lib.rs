@@ -255,6 +255,7 @@ pub fn router(state: AppState) -> Router {
         api = api.route(path, mr);
     }
     let api = api
+        .route_layer(middleware::from_fn(auth::refuse_nul))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }))
         .fallback(|| async { error::ApiError::not_found("no such admin endpoint") });
@@ -270,7 +271,20 @@ pub fn router(state: AppState) -> Router {
             "/metrics",
             get(|| async { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], herd_core::telemetry::render_metrics()) }),
         )
+        .layer(middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// Every admin response: scripts, styles and requests from the admin origin only, never framed,
+/// no content-type sniffing, no referrer.
+async fn security_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    let csp = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+    h.insert(header::CONTENT_SECURITY_POLICY, header::HeaderValue::from_static(csp));
+    h.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("no-referrer"));
+    res
 }
 
 async fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -292,5 +306,6 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
