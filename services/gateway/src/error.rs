@@ -24,6 +24,10 @@ pub enum GatewayError {
     TooLarge(usize),
     #[error("the request body could not be read: {0}")]
     BodyRead(String),
+    /// Over the tenant's limit: the platform is asked to deliver the webhook again later (what
+    /// was accepted before in it is deduplicated then).
+    #[error("the tenant is over its message limit; try again in {0} s")]
+    TenantRateLimited(u64),
 }
 
 impl GatewayError {
@@ -42,6 +46,7 @@ impl GatewayError {
             GatewayError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             GatewayError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             GatewayError::BodyRead(_) => (StatusCode::BAD_REQUEST, "bad_body"),
+            GatewayError::TenantRateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "tenant_rate_limited"),
         }
     }
 }
@@ -56,6 +61,10 @@ impl IntoResponse for GatewayError {
         }
         // The cause of a server error stays in the log; clients get the stable code.
         let message = if status.is_server_error() { "try again later".to_string() } else { self.to_string() };
-        (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+        let mut res = (status, Json(json!({"error": {"code": code, "message": message}}))).into_response();
+        if let GatewayError::TenantRateLimited(secs) = self {
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        res
     }
 }

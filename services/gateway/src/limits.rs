@@ -19,8 +19,13 @@ impl Limits {
         }
     }
 
-    /// True when this message is within both limits.
-    pub fn allow(&self, tenant: i64, sender: &str) -> bool {
-        self.tenant.check_key(&tenant).is_ok() && self.sender.check_key(&(tenant, sender.to_string())).is_ok()
+    /// True when the tenant may have one more message now (takes it from the tenant's budget).
+    pub fn tenant_allows(&self, tenant: i64) -> bool {
+        self.tenant.check_key(&tenant).is_ok()
+    }
+
+    /// True when the sender may have one more message now (takes it from the sender's budget).
+    pub fn sender_allows(&self, tenant: i64, sender: &str) -> bool {
+        self.sender.check_key(&(tenant, sender.to_string())).is_ok()
     }
 }

@@ -149,20 +149,34 @@ async fn receive_in_span(
     }
     let received_at_ms = now_ms();
     let unavailable = |e: herd_queue::Error| GatewayError::Unavailable(e.to_string());
-    let (mut accepted, mut duplicates) = (0, 0);
+    let (mut accepted, mut duplicates) = (0, 0u32);
+    let duplicate = |duplicates: &mut u32| {
+        *duplicates += 1;
+        metrics::counter!("herd_dedup_hits_total", "platform" => platform.as_str()).increment(1);
+    };
     for m in batch.messages {
         let Some(Some(ch)) = channels.get(&m.channel_external_id) else { continue };
-        let rate_limited = !st.limits.allow(ch.tenant_id, &m.sender);
+        let pmid = m.platform_message_id.clone();
+        // A redelivery spends no budget; over the tenant's limit the platform delivers again later
+        // (what this webhook had before is deduplicated then); only a sender who really sends fast
+        // is answered with the slow-down text.
+        if st.queue.seen(platform.as_str(), &pmid).await.map_err(unavailable)? {
+            duplicate(&mut duplicates);
+            continue;
+        }
+        if !st.limits.tenant_allows(ch.tenant_id) {
+            metrics::counter!("herd_tenant_rate_limited_total", "platform" => platform.as_str()).increment(1);
+            return Err(GatewayError::TenantRateLimited(1));
+        }
+        let rate_limited = !st.limits.sender_allows(ch.tenant_id, &m.sender);
         if rate_limited {
             metrics::counter!("herd_rate_limited_total", "platform" => platform.as_str()).increment(1);
         }
-        let pmid = m.platform_message_id.clone();
         let job = Job::Message { channel_id: ch.id, tenant_id: ch.tenant_id, message: m, rate_limited };
         let entry = Entry { job, received_at_ms, traceparent: traceparent.clone() };
         // One atomic step: a failure leaves the id unseen, so the platform's retry is taken.
         if st.queue.enqueue_once(platform.as_str(), &pmid, &entry).await.map_err(unavailable)?.is_none() {
-            duplicates += 1;
-            metrics::counter!("herd_dedup_hits_total", "platform" => platform.as_str()).increment(1);
+            duplicate(&mut duplicates);
             continue;
         }
         accepted += 1;

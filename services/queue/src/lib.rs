@@ -154,6 +154,13 @@ impl Queue {
         Ok(id)
     }
 
+    /// Whether platform message `message_id` was enqueued already (within the dedup window).
+    pub async fn seen(&self, platform: &str, message_id: &str) -> Result<bool> {
+        let mut c = self.conn.clone();
+        let n: i64 = redis::cmd("EXISTS").arg(self.key(&format!("seen:{platform}:{message_id}"))).query_async(&mut c).await?;
+        Ok(n > 0)
+    }
+
     /// Platform message ids of the entries of conversation `conv` (see [`Entry::conversation_key`])
     /// that are delivered to some worker but not yet acknowledged (one server-side script).
     pub async fn pending_of_conversation(&self, conv: &str) -> Result<Vec<String>> {
