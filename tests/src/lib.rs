@@ -342,6 +342,12 @@ impl Herd {
     }
 
     /// Entries in the turn stream.
+    /// Entries in the dead-letter stream.
+    pub async fn dead_letters(&self) -> i64 {
+        let mut c = self.queue.connection();
+        redis::cmd("XLEN").arg(self.queue.dead_letter_key()).query_async(&mut c).await.expect("xlen")
+    }
+
     pub async fn stream_len(&self) -> i64 {
         let mut c = self.queue.connection();
         redis::cmd("XLEN").arg(self.queue.stream_key()).query_async(&mut c).await.expect("xlen")

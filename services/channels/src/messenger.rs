@@ -76,6 +76,7 @@ fn event(platform: Platform, ev: &Value, entry_id: Option<&str>) -> Result<Optio
         timestamp: ts_ms / 1000,
         content,
         sender_name: None,
+        removed_nul: 0,
     }))
 }
 

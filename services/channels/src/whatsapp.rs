@@ -103,6 +103,7 @@ fn message(m: &Value, phone_id: &str, contacts: &[Value]) -> Result<InboundMessa
         timestamp,
         content,
         sender_name,
+        removed_nul: 0,
     })
 }
 

@@ -133,6 +133,44 @@ pub struct InboundMessage {
     pub content: Content,
     /// Display name from the webhook, when given.
     pub sender_name: Option<String>,
+    /// NUL characters removed from the platform's strings (PostgreSQL cannot store them).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub removed_nul: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Removes NUL characters from `s`; returns how many.
+fn strip_nul(s: &mut String) -> u32 {
+    let n = s.matches('\0').count() as u32;
+    if n > 0 {
+        s.retain(|c| c != '\0');
+    }
+    n
+}
+
+impl InboundMessage {
+    /// Removes the characters PostgreSQL cannot store (NUL) from every string, counting them in
+    /// `removed_nul`: the message is recorded and answered without them.
+    pub fn make_storable(&mut self) {
+        let mut n = strip_nul(&mut self.channel_external_id) + strip_nul(&mut self.sender) + strip_nul(&mut self.platform_message_id);
+        if let Some(name) = &mut self.sender_name {
+            n += strip_nul(name);
+        }
+        n += match &mut self.content {
+            Content::Text { body } => strip_nul(body),
+            Content::Choice { id, title } => strip_nul(id) + strip_nul(title),
+            Content::Image { media_id, caption } => strip_nul(media_id) + caption.as_mut().map_or(0, strip_nul),
+            Content::Audio { media_id } => strip_nul(media_id),
+            Content::Location { name, .. } => name.as_mut().map_or(0, strip_nul),
+            Content::Reaction { emoji, message_id } => strip_nul(emoji) + strip_nul(message_id),
+            Content::Postback { payload, title } => strip_nul(payload) + strip_nul(title),
+            Content::Other { kind } => strip_nul(kind),
+        };
+        self.removed_nul += n;
+    }
 }
 
 /// State of a message herd sent, as the platform reports it. States only move forward.
@@ -187,6 +225,20 @@ pub struct StatusUpdate {
     pub error_title: Option<String>,
 }
 
+impl StatusUpdate {
+    /// Removes NUL characters (PostgreSQL cannot store them) from every string.
+    pub fn make_storable(&mut self) {
+        strip_nul(&mut self.channel_external_id);
+        strip_nul(&mut self.platform_message_id);
+        if let Some(r) = &mut self.recipient {
+            strip_nul(r);
+        }
+        if let Some(t) = &mut self.error_title {
+            strip_nul(t);
+        }
+    }
+}
+
 /// What one webhook delivery contained.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WebhookBatch {
@@ -231,6 +283,24 @@ pub fn split_message(text: &str, max_chars: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_characters_leave_every_string_of_a_message_and_are_counted() {
+        let mut m = InboundMessage {
+            platform: Platform::Whatsapp,
+            channel_external_id: "1\0".into(),
+            sender: "44\u{0}7".into(),
+            platform_message_id: "wamid.\0X".into(),
+            timestamp: 0,
+            content: Content::Image { media_id: "m".into(), caption: Some("a\0b\0".into()) },
+            sender_name: Some("\0Ana".into()),
+            removed_nul: 0,
+        };
+        m.make_storable();
+        assert_eq!((m.channel_external_id.as_str(), m.sender.as_str(), m.platform_message_id.as_str()), ("1", "447", "wamid.X"));
+        assert_eq!(m.content, Content::Image { media_id: "m".into(), caption: Some("ab".into()) });
+        assert_eq!((m.sender_name.as_deref(), m.removed_nul), (Some("Ana"), 6));
+    }
 
     #[test]
     fn split_keeps_every_word_in_order_within_the_limit() {

@@ -195,10 +195,11 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let payload = serde_json::to_value(&m.content).unwrap_or(serde_json::Value::Null);
+        let note = (m.removed_nul > 0).then(|| format!("removed {} NUL character(s), which cannot be stored", m.removed_nul));
         sqlx::query(
             "INSERT INTO messages (conversation_id, channel_id, direction, platform_message_id, kind, body, payload, status, platform_ts,
-               stream_ms, stream_seq)
-             VALUES ($1, $2, 'in', $3, $4, $5, $6, $7, to_timestamp($8), $9, $10)
+               stream_ms, stream_seq, note)
+             VALUES ($1, $2, 'in', $3, $4, $5, $6, $7, to_timestamp($8), $9, $10, $11)
              ON CONFLICT (channel_id, platform_message_id) WHERE direction = 'in' DO NOTHING",
         )
         .bind(conv_id)
@@ -211,6 +212,7 @@ impl Store {
         .bind(m.timestamp as f64)
         .bind(stream_ms)
         .bind(stream_seq)
+        .bind(note)
         .execute(&mut *tx)
         .await?;
         let row = sqlx::query(
@@ -336,6 +338,16 @@ impl Store {
     }
 
     /// Sets an inbound message's status.
+    /// Adds `note` to what the record of message `id` says herd did to it.
+    pub async fn add_note(&self, id: i64, note: &str) -> Result<()> {
+        sqlx::query("UPDATE messages SET note = CASE WHEN note IS NULL THEN $2 ELSE note || '; ' || $2 END WHERE id = $1")
+            .bind(id)
+            .bind(note)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_status(&self, message_id: i64, status: &str) -> Result<()> {
         sqlx::query("UPDATE messages SET status = $2 WHERE id = $1").bind(message_id).bind(status).execute(&self.pool).await?;
         Ok(())

@@ -21,6 +21,27 @@ pub struct Reply {
     pub generation_ms: u64,
 }
 
+/// A rendered prompt, and whether the newest message had to be cut to fit.
+#[derive(Clone, Debug)]
+pub struct Prompt {
+    pub ids: Vec<u32>,
+    pub cut: Option<Cut>,
+}
+
+/// The newest message was cut from `from_tokens` to `to_tokens` tokens to fit `budget`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cut {
+    pub from_tokens: usize,
+    pub to_tokens: usize,
+    pub budget: usize,
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cut from {} to {} tokens to fit the prompt budget of {} tokens", self.from_tokens, self.to_tokens, self.budget)
+    }
+}
+
 /// Why the engine could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -115,17 +136,51 @@ impl EngineHandle {
         &self.tokenizer
     }
 
-    /// Renders the conversation, dropping the oldest turns (keeping a system prompt) until it
-    /// fits the context budget with room for `max_new_tokens`.
-    pub fn prompt(&self, mut messages: Vec<ChatMessage>, max_new_tokens: usize) -> Result<Vec<u32>, herd_engine::Error> {
-        let budget = self.context_tokens.saturating_sub(max_new_tokens).max(1);
+    /// Renders the conversation to fit the prompt budget (`context_tokens`, and the model's own
+    /// context, less room for `max_new_tokens`): the oldest turns go first (a system prompt
+    /// stays); when the newest message alone is still too long, its end is cut, and the prompt
+    /// says so ([`Prompt::cut`]).
+    pub fn prompt(&self, mut messages: Vec<ChatMessage>, max_new_tokens: usize) -> Result<Prompt, herd_engine::Error> {
+        let window = self.context_tokens.min(self.model.config().max_position_embeddings);
+        let budget = window.saturating_sub(max_new_tokens).max(1);
+        let first_turn = usize::from(messages.first().is_some_and(|m| m.role == "system"));
         loop {
             let ids = self.tokenizer.encode_chat(&messages, true)?;
-            let first_turn = usize::from(messages.first().is_some_and(|m| m.role == "system"));
-            if ids.len() <= budget || messages.len() <= first_turn + 1 {
-                return Ok(ids);
+            if ids.len() <= budget {
+                return Ok(Prompt { ids, cut: None });
             }
-            messages.remove(first_turn);
+            if messages.len() > first_turn + 1 {
+                messages.remove(first_turn);
+                continue;
+            }
+            return self.cut_newest(messages, budget, ids.len());
+        }
+    }
+
+    /// Cuts the end of the last message until the rendered prompt fits `budget` tokens.
+    fn cut_newest(&self, mut messages: Vec<ChatMessage>, budget: usize, rendered: usize) -> Result<Prompt, herd_engine::Error> {
+        let Some(last) = messages.last().map(|m| m.content.clone()) else {
+            return Err(herd_engine::Error::Request("an empty conversation does not fit the prompt budget".into()));
+        };
+        let text = self.tokenizer.encode(&last, false)?;
+        let mut keep = text.len().saturating_sub(rendered - budget);
+        loop {
+            let kept = self.tokenizer.decode(&text[..keep], false)?;
+            if let Some(m) = messages.last_mut() {
+                m.content = kept;
+            }
+            let ids = self.tokenizer.encode_chat(&messages, true)?;
+            if ids.len() <= budget {
+                return Ok(Prompt { ids, cut: Some(Cut { from_tokens: text.len(), to_tokens: keep, budget }) });
+            }
+            if keep == 0 {
+                return Err(herd_engine::Error::Request(format!(
+                    "the system prompt alone is {} tokens, more than the prompt budget of {budget}",
+                    ids.len()
+                )));
+            }
+            // Decoding and encoding again may merge tokens differently: step down by the overflow.
+            keep = keep.saturating_sub((ids.len() - budget).max(1));
         }
     }
 

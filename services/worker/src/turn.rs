@@ -253,7 +253,7 @@ async fn answer(w: &Worker, ch: &Channel, m: &InboundMessage, inbound: &InboundR
             let mut attempt = 0;
             let mut system = guide.clone();
             loop {
-                let g = generate(w, &history, system.as_deref()).await?;
+                let g = generate(w, inbound.id, &history, system.as_deref()).await?;
                 let mode = match (&guide, attempt) {
                     (None, _) => "standard",
                     (Some(_), 0) => "balanced",
@@ -333,8 +333,14 @@ async fn answer(w: &Worker, ch: &Channel, m: &InboundMessage, inbound: &InboundR
     Ok(())
 }
 
-/// Generates a reply to the conversation so far, with an extra system prompt when given.
-async fn generate(w: &Worker, history: &[herd_store::Turn], extra_system: Option<&str>) -> Result<crate::engine::Reply, WorkerError> {
+/// Generates a reply to the conversation so far (ending with message `inbound_id`), with an extra
+/// system prompt when given.
+async fn generate(
+    w: &Worker,
+    inbound_id: i64,
+    history: &[herd_store::Turn],
+    extra_system: Option<&str>,
+) -> Result<crate::engine::Reply, WorkerError> {
     let cfg = &w.settings.worker;
     let system = match (cfg.system_prompt.trim(), extra_system) {
         ("", None) => None,
@@ -348,7 +354,11 @@ async fn generate(w: &Worker, history: &[herd_store::Turn], extra_system: Option
     }
     messages.extend(history.iter().map(|t| ChatMessage::new(if t.inbound { "user" } else { "assistant" }, &t.body)));
     let prompt = w.engine.prompt(messages, cfg.max_new_tokens).map_err(|e| WorkerError::DeadLetter(e.to_string()))?;
-    match w.engine.generate(prompt, cfg.max_new_tokens, cfg.temperature).await {
+    if let Some(cut) = prompt.cut {
+        tracing::info!(message = inbound_id, %cut, "the newest message was cut to fit the prompt");
+        w.store.add_note(inbound_id, &format!("{cut} (what the model read)")).await?;
+    }
+    match w.engine.generate(prompt.ids, cfg.max_new_tokens, cfg.temperature).await {
         Ok(g) => Ok(g),
         Err(e @ (EngineError::Overloaded(_) | EngineError::Stopped)) => Err(WorkerError::Transient(e.to_string())),
         Err(e) => Err(WorkerError::DeadLetter(e.to_string())),
