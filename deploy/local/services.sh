@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts — or reuses — the Redis and PostgreSQL that herd uses, on this machine.
 # Installs them with apt when missing (Debian), starts them when nothing listens on their ports,
-# and creates the `herd` database. Safe to run again: what already runs is left alone.
+# and creates the `herd` database. Safe to run again: what already runs is left alone, and a
+# PostgreSQL this script did not start keeps its credentials (set DATABASE_URL to match them).
 set -euo pipefail
 
 REDIS_PORT="${REDIS_PORT:-6379}"
@@ -32,9 +33,11 @@ else
   echo "services: started Redis on 127.0.0.1:$REDIS_PORT"
 fi
 
+started_pg=0
 if listening "$PG_PORT"; then
   echo "services: reusing PostgreSQL on 127.0.0.1:$PG_PORT"
 else
+  started_pg=1
   command -v pg_ctlcluster >/dev/null || apt_install postgresql
   version="$(ls /etc/postgresql | sort -V | tail -n 1)"
   $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start
@@ -50,8 +53,11 @@ pg() {
     $SUDO runuser -u postgres -- psql -p "$PG_PORT" -d postgres -v ON_ERROR_STOP=1 -tAc "$1"
   fi
 }
-# A fresh Debian cluster has no password for postgres: give it the one DATABASE_URL uses.
-pg "ALTER USER postgres PASSWORD 'postgres'" >/dev/null
+# A fresh Debian cluster has no password for postgres: the one this script started gets the one
+# DATABASE_URL uses by default. A server that was already running is never altered.
+if [ "$started_pg" = 1 ] && ! PGPASSWORD=postgres psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAc 'select 1' >/dev/null 2>&1; then
+  $SUDO runuser -u postgres -- psql -p "$PG_PORT" -d postgres -v ON_ERROR_STOP=1 -tAc "ALTER USER postgres PASSWORD 'postgres'" >/dev/null
+fi
 if [ "$(pg "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" != "1" ]; then
   pg "CREATE DATABASE $DB_NAME" >/dev/null
   echo "services: created database $DB_NAME"

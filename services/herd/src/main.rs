@@ -4,6 +4,7 @@
 //! `admin create-key`, `migrate`, `chat` (a
 //! terminal WhatsApp user for a running herd) and `engine …` (the engine checked directly).
 
+mod app;
 mod chat;
 mod engine_cmd;
 mod loadgen;
@@ -114,6 +115,12 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Builds the parts (everything checked and loaded), then serves them until Ctrl-C or SIGTERM.
+async fn serve(settings: &herd_core::Settings, parts: app::Parts) -> anyhow::Result<()> {
+    let stop = services::shutdown_signal();
+    app::App::build(settings, parts, &stop).await?.run(stop).await
+}
+
 fn chrono_today() -> chrono::NaiveDate {
     chrono::Utc::now().date_naive()
 }
@@ -154,38 +161,10 @@ fn run_service(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> 
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(())
             }
-            Command::Admin(AdminCommand::Serve) => {
-                let (store, queue) = (services::store(&settings).await?, services::queue(&settings).await?);
-                services::seed_packs(&settings, &store).await?;
-                services::run_admin(&settings, store, queue, services::shutdown_signal()).await
-            }
-            Command::Gateway => {
-                let (store, queue) = (services::store(&settings).await?, services::queue(&settings).await?);
-                services::run_gateway(&settings, store, queue, services::shutdown_signal()).await
-            }
-            Command::Worker => {
-                let (store, queue) = (services::store(&settings).await?, services::queue(&settings).await?);
-                let stop = services::shutdown_signal();
-                let policy = services::policy(&settings, &store, Some(stop.clone())).await?;
-                let probes = services::run_worker_probes(&settings, store.clone(), queue.clone(), stop.clone());
-                let (w, p) = tokio::join!(services::run_workers(&settings, store, queue, policy, stop), probes);
-                w.and(p)
-            }
-            Command::Serve => {
-                let (store, queue) = (services::store(&settings).await?, services::queue(&settings).await?);
-                let stop = services::shutdown_signal();
-                let policy = services::policy(&settings, &store, Some(stop.clone())).await?;
-                let gw = services::run_gateway(&settings, store.clone(), queue.clone(), stop.clone());
-                let admin = async {
-                    if settings.admin.listen.is_empty() {
-                        return Ok(());
-                    }
-                    services::run_admin(&settings, store.clone(), queue.clone(), stop.clone()).await
-                };
-                let wk = services::run_workers(&settings, store.clone(), queue.clone(), policy, stop.clone());
-                let (g, a, w) = tokio::join!(gw, admin, wk);
-                g.and(a).and(w)
-            }
+            Command::Admin(AdminCommand::Serve) => serve(&settings, app::Parts { admin: true, ..Default::default() }).await,
+            Command::Gateway => serve(&settings, app::Parts { gateway: true, ..Default::default() }).await,
+            Command::Worker => serve(&settings, app::Parts { workers: true, worker_probes: true, ..Default::default() }).await,
+            Command::Serve => serve(&settings, app::Parts { gateway: true, admin: true, workers: true, worker_probes: false }).await,
             Command::Engine(_) | Command::Policy(_) => anyhow::bail!("not a service command"),
         }
     });

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use herd_core::Settings;
 use herd_queue::Queue;
 use herd_store::Store;
-use herd_worker::{EngineHandle, PolicyHook, StorePolicy, Worker};
+use herd_worker::{EngineHandle, PolicyHook, StorePolicy};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -43,7 +43,7 @@ pub async fn database_on_same_server(url: &str, name: &str) -> Result<String> {
     Ok(format!("{base}/{name}"))
 }
 
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(a), Some(b)) if b > a => format!("{}***{}", &url[..a + 3], &url[b..]),
         _ => url.to_string(),
@@ -70,19 +70,12 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
-async fn wait(mut rx: watch::Receiver<bool>) {
+pub(crate) async fn wait(mut rx: watch::Receiver<bool>) {
     while !*rx.borrow() {
         if rx.changed().await.is_err() {
             break;
         }
     }
-}
-
-pub async fn run_gateway(s: &Settings, store: Store, queue: Queue, shutdown: watch::Receiver<bool>) -> Result<()> {
-    let state = herd_gateway::state(s, store, queue).await.context("loading channels")?;
-    let listener = tokio::net::TcpListener::bind(&s.gateway.listen).await.with_context(|| format!("listening on {}", s.gateway.listen))?;
-    tracing::info!(listen = %s.gateway.listen, "gateway listening");
-    herd_gateway::serve(listener, state, wait(shutdown)).await.context("serving the gateway")
 }
 
 /// The packs of `dir`, or the shipped ones.
@@ -93,24 +86,21 @@ pub fn pack_set(dir: Option<&Path>) -> Result<herd_policies::PolicySet> {
     }
 }
 
-/// The admin API and dashboard on `admin.listen` (the packs are seeded by the caller).
-pub async fn run_admin(s: &Settings, store: Store, queue: Queue, shutdown: watch::Receiver<bool>) -> Result<()> {
-    let state = herd_admin::AppState::new(store, queue, s.admin.requests_per_minute);
-    let listener =
-        tokio::net::TcpListener::bind(&s.admin.listen).await.with_context(|| format!("listening on {} (admin.listen)", s.admin.listen))?;
-    tracing::info!(listen = %s.admin.listen, "admin API and dashboard at /admin/");
-    herd_admin::serve(listener, state, wait(shutdown)).await.context("serving the admin API")
-}
-
 /// Stores the packs herd runs with (shipped or `policies.packs_dir`) as pack versions, active
 /// unless an admin chose another version.
 pub async fn seed_packs(s: &Settings, store: &Store) -> Result<()> {
     let dir = (!s.policies.packs_dir.is_empty()).then(|| Path::new(&s.policies.packs_dir));
-    let sources = StorePolicy::pack_sources(dir).map_err(|e| anyhow::anyhow!("policy packs: {e}"))?;
+    // Which packs, for every error: the setting and its value, or the shipped ones.
+    let which = match dir {
+        Some(d) => format!("policy packs in {} (policies.packs_dir)", d.display()),
+        None => "the shipped policy packs".to_string(),
+    };
+    let fail = |e: String| anyhow::anyhow!("{which}: {e}");
+    let sources = StorePolicy::pack_sources(dir).map_err(|e| fail(e.to_string()))?;
     // Checks the packs as a set (groups, references) before storing any of them.
     herd_policies::PolicySet::from_sources(sources.iter().map(|(n, _, src)| (n.as_str(), src.as_str())))
-        .map_err(|e| anyhow::anyhow!("policy packs: {e}"))?;
-    StorePolicy::seed(store, &sources).await.map_err(|e| anyhow::anyhow!("policy packs: {e}"))
+        .map_err(|e| fail(e.to_string()))?;
+    StorePolicy::seed(store, &sources).await.map_err(|e| fail(e.to_string()))
 }
 
 /// The policy as stored (the packs herd runs with seeded as versions first), reloaded every
@@ -132,40 +122,9 @@ pub async fn policy(s: &Settings, store: &Store, shutdown: Option<watch::Receive
     Ok(policy)
 }
 
-pub async fn run_workers(
-    s: &Settings,
-    store: Store,
-    queue: Queue,
-    policy: Arc<dyn PolicyHook>,
-    shutdown: watch::Receiver<bool>,
-) -> Result<()> {
-    let settings = Arc::new(s.clone());
-    let mut set = tokio::task::JoinSet::new();
-    let mut engines = vec![];
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "herd".into());
-    for i in 0..s.worker.count.max(1) {
-        let cfg = &s.worker;
-        let limits = herd_worker::engine::EngineLimits {
-            max_batch_size: cfg.max_batch_size,
-            max_batch_tokens: cfg.max_batch_tokens,
-            kv_cache_bytes: cfg.kv_cache_bytes,
-            queue: cfg.concurrency * 4,
-        };
-        let engine = EngineHandle::start_with(Path::new(&cfg.model), &cfg.dtype, &cfg.device, cfg.context_tokens, &limits)
-            .with_context(|| format!("loading the model {} onto {}", cfg.model, cfg.device))?;
-        engines.push(engine.clone());
-        let name = format!("{host}-{}-{i}", std::process::id());
-        let w = Worker::new(name, settings.clone(), store.clone(), queue.clone(), engine, policy.clone());
-        set.spawn(w.run(shutdown.clone()));
-    }
-    spawn_gauges(queue, engines, shutdown);
-    while set.join_next().await.is_some() {}
-    Ok(())
-}
-
 /// Every 5 s: the turn stream's depth, pending entries and consumer lag, and each engine's
 /// batch, KV blocks and steady decode speed, as Prometheus gauges.
-fn spawn_gauges(queue: Queue, engines: Vec<EngineHandle>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) fn spawn_gauges(queue: Queue, engines: Vec<EngineHandle>, mut shutdown: watch::Receiver<bool>) {
     use std::sync::atomic::Ordering::Relaxed;
     tokio::spawn(async move {
         let mut last: Vec<(usize, u64)> = vec![(0, 0); engines.len()];
@@ -204,12 +163,15 @@ fn spawn_gauges(queue: Queue, engines: Vec<EngineHandle>, mut shutdown: watch::R
     });
 }
 
-/// `/metrics`, `/healthz` and `/readyz` of a worker-only process on `worker.metrics_listen`.
-pub async fn run_worker_probes(s: &Settings, store: Store, queue: Queue, shutdown: watch::Receiver<bool>) -> Result<()> {
+/// `/metrics`, `/healthz` and `/readyz` of a worker-only process, on `listener`
+/// (`worker.metrics_listen`).
+pub(crate) async fn serve_worker_probes(
+    listener: tokio::net::TcpListener,
+    store: Store,
+    queue: Queue,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     use axum::routing::get;
-    if s.worker.metrics_listen.is_empty() {
-        return Ok(());
-    }
     let ready = move || {
         let (store, queue) = (store.clone(), queue.clone());
         async move {
@@ -227,9 +189,6 @@ pub async fn run_worker_probes(s: &Settings, store: Store, queue: Queue, shutdow
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready));
-    let listener = tokio::net::TcpListener::bind(&s.worker.metrics_listen)
-        .await
-        .with_context(|| format!("listening on {} (worker.metrics_listen)", s.worker.metrics_listen))?;
-    tracing::info!(listen = %s.worker.metrics_listen, "worker metrics and probes");
+    tracing::info!(listen = ?listener.local_addr().ok(), "worker metrics and probes");
     axum::serve(listener, app).with_graceful_shutdown(wait(shutdown)).await.context("serving worker probes")
 }

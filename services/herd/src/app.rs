@@ -1,0 +1,157 @@
+//! One start-up path for the service commands (`serve`, `gateway`, `worker`, `admin serve`):
+//! [`App::build`] checks and prepares everything the command runs — PostgreSQL reached and
+//! migrated, tenants seeded, Redis reached, policy packs valid, every listener bound, every model
+//! loaded — before anything is accepted, and fails with one sentence naming the setting at
+//! fault; [`App::run`] then serves until shutdown, and the first part that fails stops the rest.
+
+use crate::services;
+use anyhow::{Context, Result};
+use herd_core::Settings;
+use herd_queue::Queue;
+use herd_store::Store;
+use herd_worker::{EngineHandle, PolicyHook, Worker};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How long reaching PostgreSQL or Redis may take at start.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What a command runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Parts {
+    pub gateway: bool,
+    /// The admin API and dashboard (when `admin.listen` is set).
+    pub admin: bool,
+    pub workers: bool,
+    /// `/metrics`, `/healthz`, `/readyz` of a worker-only process (when `worker.metrics_listen` is set).
+    pub worker_probes: bool,
+}
+
+/// A command's parts, ready to run.
+pub struct App {
+    settings: Settings,
+    store: Store,
+    queue: Queue,
+    gateway: Option<(TcpListener, herd_gateway::AppState)>,
+    admin: Option<(TcpListener, herd_admin::AppState)>,
+    probes: Option<TcpListener>,
+    workers: Vec<Worker>,
+    engines: Vec<EngineHandle>,
+}
+
+/// Binds `addr` for the setting `key`.
+async fn bind(key: &str, addr: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("listening on {addr} ({key})"))
+}
+
+/// `fut`, or a timeout error after [`CONNECT_TIMEOUT`].
+async fn within<T>(what: String, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, fut).await {
+        Ok(r) => r.with_context(|| what.clone()),
+        Err(_) => Err(anyhow::anyhow!("{what}: no answer within {} s", CONNECT_TIMEOUT.as_secs())),
+    }
+}
+
+impl App {
+    /// Prepares `parts` of `settings`; `stop` ends the policy's reload loop with the process.
+    pub async fn build(settings: &Settings, parts: Parts, stop: &watch::Receiver<bool>) -> Result<Self> {
+        let s = settings;
+        let pg = format!("connecting to PostgreSQL at {} (database_url)", services::redact(&s.database_url));
+        let store = within(pg, async { Ok(Store::connect(&s.database_url).await?) }).await?;
+        store.migrate().await.context("applying migrations (database_url)")?;
+        store.seed(&s.tenants).await.context("seeding tenants and channels ([[tenants]])")?;
+        let redis = format!("connecting to Redis at {} (redis_url)", services::redact(&s.redis_url));
+        let queue = within(redis, async { Ok(Queue::connect(&s.redis_url, s.queue.clone()).await?) }).await?;
+
+        let policy: Option<Arc<dyn PolicyHook>> = if parts.workers {
+            Some(services::policy(s, &store, Some(stop.clone())).await?)
+        } else {
+            if parts.admin {
+                services::seed_packs(s, &store).await?;
+            }
+            None
+        };
+
+        let gateway = match parts.gateway {
+            true => {
+                let listener = bind("gateway.listen", &s.gateway.listen).await?;
+                let state = herd_gateway::state(s, store.clone(), queue.clone()).await.context("loading channels")?;
+                Some((listener, state))
+            }
+            false => None,
+        };
+        let admin = match parts.admin && !s.admin.listen.is_empty() {
+            true => {
+                let listener = bind("admin.listen", &s.admin.listen).await?;
+                Some((listener, herd_admin::AppState::new(store.clone(), queue.clone(), s.admin.requests_per_minute)))
+            }
+            false => None,
+        };
+        let probes = match parts.worker_probes && !s.worker.metrics_listen.is_empty() {
+            true => Some(bind("worker.metrics_listen", &s.worker.metrics_listen).await?),
+            false => None,
+        };
+
+        let (mut workers, mut engines) = (vec![], vec![]);
+        if let Some(policy) = policy {
+            let shared = Arc::new(s.clone());
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "herd".into());
+            let cfg = &s.worker;
+            for i in 0..cfg.count.max(1) {
+                let limits = herd_worker::engine::EngineLimits {
+                    max_batch_size: cfg.max_batch_size,
+                    max_batch_tokens: cfg.max_batch_tokens,
+                    kv_cache_bytes: cfg.kv_cache_bytes,
+                    queue: cfg.concurrency * 4,
+                };
+                let engine = EngineHandle::start_with(Path::new(&cfg.model), &cfg.dtype, &cfg.device, cfg.context_tokens, &limits)
+                    .with_context(|| {
+                        format!(
+                            "loading the model {} (worker.model) as {} (worker.dtype) onto {} (worker.device)",
+                            cfg.model, cfg.dtype, cfg.device
+                        )
+                    })?;
+                let name = format!("{host}-{}-{i}", std::process::id());
+                workers.push(Worker::new(name, shared.clone(), store.clone(), queue.clone(), engine.clone(), policy.clone()));
+                engines.push(engine);
+            }
+        }
+        Ok(Self { settings: s.clone(), store, queue, gateway, admin, probes, workers, engines })
+    }
+
+    /// Serves every part until `stop` turns true; the first part to fail stops the others and
+    /// its error is the result.
+    pub async fn run(self, stop: watch::Receiver<bool>) -> Result<()> {
+        let Self { settings, store, queue, gateway, admin, probes, workers, engines } = self;
+        let gw = async {
+            let Some((listener, state)) = gateway else { return Ok(()) };
+            tracing::info!(listen = %settings.gateway.listen, "gateway listening");
+            herd_gateway::serve(listener, state, services::wait(stop.clone())).await.context("serving the gateway")
+        };
+        let adm = async {
+            let Some((listener, state)) = admin else { return Ok(()) };
+            tracing::info!(listen = %settings.admin.listen, "admin API and dashboard at /admin/");
+            herd_admin::serve(listener, state, services::wait(stop.clone())).await.context("serving the admin API")
+        };
+        let prb = async {
+            let Some(listener) = probes else { return Ok(()) };
+            services::serve_worker_probes(listener, store.clone(), queue.clone(), stop.clone()).await
+        };
+        let wk = async {
+            if workers.is_empty() {
+                return Ok(());
+            }
+            services::spawn_gauges(queue.clone(), engines, stop.clone());
+            let mut set = tokio::task::JoinSet::new();
+            for w in workers {
+                set.spawn(w.run(stop.clone()));
+            }
+            while set.join_next().await.is_some() {}
+            Ok(())
+        };
+        tokio::try_join!(gw, adm, prb, wk).map(|_| ())
+    }
+}
