@@ -185,6 +185,10 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
+    /// Every state, in order of progress.
+    pub const ALL: &'static [DeliveryState] =
+        &[DeliveryState::Accepted, DeliveryState::Sent, DeliveryState::Delivered, DeliveryState::Read, DeliveryState::Failed];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryState::Accepted => "accepted",

@@ -5,7 +5,7 @@
 pub mod admin;
 
 use herd_core::settings::TenantSeed;
-use herd_core::{DeliveryState, InboundMessage, Platform, StatusUpdate};
+use herd_core::{DeliveryState, InboundMessage, MessageStatus, OutboxState, Platform, StatusUpdate};
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
@@ -16,6 +16,9 @@ pub enum Error {
     Db(#[from] sqlx::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored state that herd does not know (a CHECK constraint should have refused it).
+    #[error("{column} holds {value:?}, which is not a state herd knows")]
+    State { column: &'static str, value: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -40,7 +43,7 @@ pub struct InboundRow {
     pub platform_message_id: String,
     pub body: String,
     pub kind: String,
-    pub status: String,
+    pub status: MessageStatus,
 }
 
 /// One turn of a conversation's history, oldest first.
@@ -171,7 +174,13 @@ impl Store {
     /// Records an inbound message (creating its user and conversation) with `status` and its
     /// position in the turn stream (`ms-seq`); a message already recorded is left as it is.
     /// Returns the row.
-    pub async fn record_inbound(&self, channel: &Channel, m: &InboundMessage, status: &str, stream_id: &str) -> Result<InboundRow> {
+    pub async fn record_inbound(
+        &self,
+        channel: &Channel,
+        m: &InboundMessage,
+        status: MessageStatus,
+        stream_id: &str,
+    ) -> Result<InboundRow> {
         let (stream_ms, stream_seq) =
             stream_id.split_once('-').and_then(|(a, b)| Some((a.parse::<i64>().ok()?, b.parse::<i64>().ok()?))).unwrap_or((i64::MAX, 0));
         let mut tx = self.pool.begin().await?;
@@ -208,7 +217,7 @@ impl Store {
         .bind(m.content.kind())
         .bind(m.content.as_prompt_text())
         .bind(payload)
-        .bind(status)
+        .bind(status.as_str())
         .bind(m.timestamp as f64)
         .bind(stream_ms)
         .bind(stream_seq)
@@ -224,7 +233,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(inbound_row(&row))
+        inbound_row(&row)
     }
 
     /// The oldest inbound message of a conversation still waiting for its reply: by the
@@ -238,7 +247,7 @@ impl Store {
         .bind(conversation_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.as_ref().map(inbound_row))
+        row.as_ref().map(inbound_row).transpose()
     }
 
     /// Up to `limit` turns of a conversation before and including inbound message `upto`, oldest
@@ -333,11 +342,12 @@ impl Store {
     }
 
     /// The status of a message.
-    pub async fn status_of(&self, message_id: i64) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT status FROM messages WHERE id = $1").bind(message_id).fetch_optional(&self.pool).await?)
+    pub async fn status_of(&self, message_id: i64) -> Result<Option<MessageStatus>> {
+        let s: Option<String> =
+            sqlx::query_scalar("SELECT status FROM messages WHERE id = $1").bind(message_id).fetch_optional(&self.pool).await?;
+        s.map(|s| message_status(&s)).transpose()
     }
 
-    /// Sets an inbound message's status.
     /// Adds `note` to what the record of message `id` says herd did to it.
     pub async fn add_note(&self, id: i64, note: &str) -> Result<()> {
         sqlx::query("UPDATE messages SET note = CASE WHEN note IS NULL THEN $2 ELSE note || '; ' || $2 END WHERE id = $1")
@@ -348,14 +358,17 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_status(&self, message_id: i64, status: &str) -> Result<()> {
-        sqlx::query("UPDATE messages SET status = $2 WHERE id = $1").bind(message_id).bind(status).execute(&self.pool).await?;
+    /// Sets an inbound message's status.
+    pub async fn set_status(&self, message_id: i64, status: MessageStatus) -> Result<()> {
+        sqlx::query("UPDATE messages SET status = $2 WHERE id = $1").bind(message_id).bind(status.as_str()).execute(&self.pool).await?;
         Ok(())
     }
 
     /// The outbox state of an inbound message, if a reply was started.
-    pub async fn outbox_state(&self, inbound_id: i64) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT state FROM outbox WHERE inbound_id = $1").bind(inbound_id).fetch_optional(&self.pool).await?)
+    pub async fn outbox_state(&self, inbound_id: i64) -> Result<Option<OutboxState>> {
+        let s: Option<String> =
+            sqlx::query_scalar("SELECT state FROM outbox WHERE inbound_id = $1").bind(inbound_id).fetch_optional(&self.pool).await?;
+        s.map(|s| OutboxState::parse(&s).ok_or(Error::State { column: "outbox.state", value: s })).transpose()
     }
 
     /// Starts the reply of an inbound message; false when one was already started (never send twice).
@@ -373,20 +386,24 @@ impl Store {
     pub async fn outbox_finish(
         &self,
         inbound_id: i64,
-        state: &str,
+        state: OutboxState,
         attempts: i32,
         error: Option<&str>,
-        inbound_status: &str,
+        inbound_status: MessageStatus,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE outbox SET state = $2, attempts = $3, last_error = $4, updated_at = now() WHERE inbound_id = $1")
             .bind(inbound_id)
-            .bind(state)
+            .bind(state.as_str())
             .bind(attempts)
             .bind(error)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE messages SET status = $2 WHERE id = $1").bind(inbound_id).bind(inbound_status).execute(&mut *tx).await?;
+        sqlx::query("UPDATE messages SET status = $2 WHERE id = $1")
+            .bind(inbound_id)
+            .bind(inbound_status.as_str())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -473,13 +490,46 @@ impl Store {
     }
 }
 
-fn inbound_row(r: &sqlx::postgres::PgRow) -> InboundRow {
-    InboundRow {
+fn message_status(s: &str) -> Result<MessageStatus> {
+    MessageStatus::parse(s).ok_or_else(|| Error::State { column: "messages.status", value: s.to_string() })
+}
+
+fn inbound_row(r: &sqlx::postgres::PgRow) -> Result<InboundRow> {
+    Ok(InboundRow {
         id: r.get("id"),
         conversation_id: r.get("conversation_id"),
         platform_message_id: r.get("platform_message_id"),
         body: r.get("body"),
         kind: r.get("kind"),
-        status: r.get("status"),
+        status: message_status(r.get("status"))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names the migrations allow by constraint `name` (`CONSTRAINT name CHECK (column IN (...))`).
+    fn allowed(name: &str) -> Vec<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+        let sql: String = std::fs::read_dir(&dir)
+            .expect("migrations")
+            .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("migration"))
+            .collect();
+        let at = sql.find(&format!("CONSTRAINT {name}")).unwrap_or_else(|| panic!("no constraint {name}"));
+        let rest = &sql[at..];
+        let list = &rest[rest.find(" IN (").expect("IN (") + 5..rest.find("))").expect("))")];
+        list.split(',').map(|v| v.trim().trim_matches('\'').to_string()).collect()
+    }
+
+    #[test]
+    fn the_check_constraints_allow_exactly_the_enums_states() {
+        let names = |all: &[&str]| all.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let status: Vec<&str> = MessageStatus::ALL.iter().map(|s| s.as_str()).collect();
+        let outbox: Vec<&str> = OutboxState::ALL.iter().map(|s| s.as_str()).collect();
+        let delivery: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(allowed("messages_status_check"), names(&status));
+        assert_eq!(allowed("outbox_state_check"), names(&outbox));
+        assert_eq!(allowed("deliveries_state_check"), names(&delivery));
     }
 }

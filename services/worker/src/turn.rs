@@ -4,7 +4,7 @@ use crate::engine::EngineError;
 use crate::policy::{Decision, Output, TurnContext};
 use crate::{Worker, WorkerError};
 use herd_channels::send::{ChannelRef, SendAction, SendError};
-use herd_core::{InboundMessage, split_message};
+use herd_core::{InboundMessage, MessageStatus, OutboxState, split_message};
 use herd_engine::tokenizer::ChatMessage;
 use herd_queue::{Delivery, Job};
 use herd_store::{Channel, InboundRow, ReplyMetrics};
@@ -36,16 +36,16 @@ pub(crate) async fn record(w: &Worker, d: &Delivery) -> Result<Recorded, WorkerE
         Job::Message { channel_id, message, rate_limited, .. } => {
             let ch = w.channel(*channel_id).await?;
             let status = if *rate_limited {
-                "rate_limited"
+                MessageStatus::RateLimited
             } else if !message.content.wants_reply() {
-                "ignored"
+                MessageStatus::Ignored
             } else {
-                "pending"
+                MessageStatus::Pending
             };
             let row = w.store.record_inbound(&ch, message, status, &d.id).await?;
-            Ok(match (*rate_limited, row.status.as_str()) {
+            Ok(match (*rate_limited, row.status) {
                 (true, _) => Recorded::RateLimited(ch),
-                (false, "pending") => Recorded::Answer(ch, row),
+                (false, MessageStatus::Pending) => Recorded::Answer(ch, row),
                 _ => Recorded::Done,
             })
         }
@@ -83,7 +83,7 @@ async fn converse(w: &Worker, ch: &Channel, m: &InboundMessage, row: &InboundRow
     let conversation = row.conversation_id;
     loop {
         if !w.queue.lock(conversation, &w.name).await? {
-            if w.store.status_of(row.id).await?.as_deref() == Some("pending") {
+            if w.store.status_of(row.id).await? == Some(MessageStatus::Pending) {
                 return Err(WorkerError::Busy(format!("conversation {conversation} is being answered by another worker")));
             }
             return Ok(());
@@ -191,10 +191,12 @@ async fn answer(w: &Worker, ch: &Channel, m: &InboundMessage, inbound: &InboundR
     if let Some(state) = w.store.outbox_state(inbound.id).await? {
         // A reply was started before (a worker died after starting to send): never send twice.
         tracing::warn!(inbound = inbound.id, %state, "reply already started; not sending again");
-        if state == "sending" {
-            w.store.outbox_finish(inbound.id, "unknown", 1, Some("worker stopped while sending"), "answered").await?;
+        if state == OutboxState::Sending {
+            w.store
+                .outbox_finish(inbound.id, OutboxState::Unknown, 1, Some("worker stopped while sending"), MessageStatus::Answered)
+                .await?;
         } else {
-            w.store.set_status(inbound.id, "answered").await?;
+            w.store.set_status(inbound.id, MessageStatus::Answered).await?;
         }
         return Ok(());
     }
@@ -232,13 +234,13 @@ async fn answer(w: &Worker, ch: &Channel, m: &InboundMessage, inbound: &InboundR
     let policy_message = |text: String| (text, ReplyMetrics { prompt_mode: Some("policy_message".into()), ..Default::default() });
     let (reply, mut metrics) = match &decision {
         Decision::Block => {
-            w.store.set_status(inbound.id, "blocked").await?;
+            w.store.set_status(inbound.id, MessageStatus::Blocked).await?;
             return Ok(());
         }
         Decision::ReplaceOnce(text) => {
             // A blocked user hears why once per conversation; after that, nothing is sent.
             if !w.queue.once_per(&format!("policy-notice:{}", inbound.conversation_id), 30 * 24 * 3600).await? {
-                w.store.set_status(inbound.id, "blocked").await?;
+                w.store.set_status(inbound.id, MessageStatus::Blocked).await?;
                 return Ok(());
             }
             policy_message(text.clone())
@@ -284,11 +286,11 @@ async fn answer(w: &Worker, ch: &Channel, m: &InboundMessage, inbound: &InboundR
         }
     };
     if reply.trim().is_empty() {
-        w.store.set_status(inbound.id, "skipped").await?;
+        w.store.set_status(inbound.id, MessageStatus::Skipped).await?;
         return Ok(());
     }
     if !w.store.outbox_begin(inbound.id, &reply).await? {
-        w.store.set_status(inbound.id, "answered").await?;
+        w.store.set_status(inbound.id, MessageStatus::Answered).await?;
         return Ok(());
     }
     let parts = split_message(&reply, ch.platform.max_message_chars());
@@ -317,18 +319,18 @@ async fn answer(w: &Worker, ch: &Channel, m: &InboundMessage, inbound: &InboundR
                 let msg = e.to_string();
                 return match e.action() {
                     SendAction::OutsideWindow => {
-                        w.store.outbox_finish(inbound.id, "expired", attempts_total, Some(&msg), "failed").await?;
+                        w.store.outbox_finish(inbound.id, OutboxState::Expired, attempts_total, Some(&msg), MessageStatus::Failed).await?;
                         Ok(())
                     }
                     _ => {
-                        w.store.outbox_finish(inbound.id, "failed", attempts_total, Some(&msg), "failed").await?;
+                        w.store.outbox_finish(inbound.id, OutboxState::Failed, attempts_total, Some(&msg), MessageStatus::Failed).await?;
                         Err(WorkerError::DeadLetter(msg))
                     }
                 };
             }
         }
     }
-    w.store.outbox_finish(inbound.id, "sent", attempts_total, None, "answered").await?;
+    w.store.outbox_finish(inbound.id, OutboxState::Sent, attempts_total, None, MessageStatus::Answered).await?;
     tracing::info!(inbound = inbound.id, parts = parts.len(), ms = started.elapsed().as_millis() as u64, "answered");
     Ok(())
 }
