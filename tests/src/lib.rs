@@ -21,6 +21,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub mod procs;
+
 pub const WA_PHONE_ID: &str = "100000000000001";
 pub const WA_SECRET: &str = "wa-secret";
 pub const PAGE_ID: &str = "200000000000001";
@@ -33,6 +35,10 @@ pub const IG_SECRET: &str = "ig-secret";
 pub struct Call {
     pub path: String,
     pub body: Value,
+    /// The HTTP status the stub answered (200: accepted).
+    pub status: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Call {
@@ -53,8 +59,15 @@ struct StubState {
     script: Mutex<VecDeque<(u16, i64)>>,
     /// Delay of the next read/typing call (to hold a worker mid-turn).
     hold_next_typing: Mutex<Option<Duration>>,
+    /// Delay of the next text send (the platform taking its time with a reply).
+    hold_next_send: Mutex<Option<Duration>>,
+    /// Until when every text send is refused, and how.
+    outage: Mutex<Option<Outage>>,
     next_id: AtomicU64,
 }
+
+/// A scripted Send API outage: until when, HTTP status, platform code, `Retry-After` seconds.
+type Outage = (std::time::Instant, u16, i64, Option<u64>);
 
 /// The stand-in Graph API.
 #[derive(Clone)]
@@ -67,29 +80,49 @@ async fn stub_messages(
     State(st): State<Arc<StubState>>,
     Path((v, id)): Path<(String, String)>,
     Json(body): Json<Value>,
-) -> (StatusCode, Json<Value>) {
-    let call = Call { path: format!("/{v}/{id}/messages"), body: body.clone() };
-    st.calls.lock().expect("lock").push(call);
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = format!("/{v}/{id}/messages");
+    let at = std::time::Instant::now();
+    let record = |status: u16| st.calls.lock().expect("lock").push(Call { path: path.clone(), body: body.clone(), status, at });
     if body.get("status").is_some() || body.get("sender_action").is_some() {
+        // Recorded as it arrives: a test sees a held call while it is held.
+        record(200);
         let hold = st.hold_next_typing.lock().expect("lock").take();
         if let Some(d) = hold {
             tokio::time::sleep(d).await;
         }
-        return (StatusCode::OK, Json(json!({"success": true})));
+        return Json(json!({"success": true})).into_response();
     }
-    if let Some((status, code)) = st.script.lock().expect("lock").pop_front() {
-        return (
+    let hold = st.hold_next_send.lock().expect("lock").take();
+    if let Some(d) = hold {
+        tokio::time::sleep(d).await;
+    }
+    let refuse = |status: u16, code: i64| {
+        (
             StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
             Json(json!({"error": {"message": "scripted failure", "type": "OAuthException", "code": code}})),
-        );
+        )
+    };
+    let outage = *st.outage.lock().expect("lock");
+    if let Some((until, status, code, after)) = outage.filter(|o| std::time::Instant::now() < o.0) {
+        let _ = until;
+        record(status);
+        let mut res = refuse(status, code).into_response();
+        if let Some(secs) = after {
+            res.headers_mut().insert("retry-after", secs.into());
+        }
+        return res;
     }
+    let scripted = st.script.lock().expect("lock").pop_front();
+    if let Some((status, code)) = scripted {
+        record(status);
+        return refuse(status, code).into_response();
+    }
+    record(200);
     let n = st.next_id.fetch_add(1, Ordering::SeqCst);
-    (
-        StatusCode::OK,
-        Json(
-            json!({"messaging_product": "whatsapp", "messages": [{"id": format!("wamid.out.{n}")}], "recipient_id": "x", "message_id": format!("mid.out.{n}")}),
-        ),
-    )
+    Json(json!({"messaging_product": "whatsapp", "messages": [{"id": format!("wamid.out.{n}")}], "recipient_id": "x", "message_id": format!("mid.out.{n}")}))
+        .into_response()
 }
 
 impl GraphStub {
@@ -105,9 +138,22 @@ impl GraphStub {
     pub fn calls(&self) -> Vec<Call> {
         self.state.calls.lock().expect("lock").clone()
     }
-    /// Text sends so far.
+    /// Text sends so far (accepted or not).
     pub fn sends(&self) -> Vec<Call> {
         self.calls().into_iter().filter(|c| c.text().is_some()).collect()
+    }
+    /// Text sends the stub accepted.
+    pub fn accepted(&self) -> Vec<Call> {
+        self.sends().into_iter().filter(|c| c.status == 200).collect()
+    }
+    /// Every text send for `for_` from now on is refused with `status` and `code` (and a
+    /// `Retry-After` of `retry_after` seconds when given): a Send API outage.
+    pub fn outage(&self, for_: Duration, status: u16, code: i64, retry_after: Option<u64>) {
+        *self.state.outage.lock().expect("lock") = Some((std::time::Instant::now() + for_, status, code, retry_after));
+    }
+    /// Holds the next text send for `d` before accepting it.
+    pub fn hold_next_send(&self, d: Duration) {
+        *self.state.hold_next_send.lock().expect("lock") = Some(d);
     }
     /// The next text sends fail with these (HTTP status, code) pairs, in order.
     pub fn fail_next_sends(&self, errors: &[(u16, i64)]) {
@@ -135,7 +181,8 @@ pub struct Herd {
     pub policy: Arc<dyn PolicyHook>,
 }
 
-fn unique() -> String {
+/// A name no other test (of this or another process) uses.
+pub fn unique() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("{}_{}_{}", std::process::id(), t % 1_000_000_000, N.fetch_add(1, Ordering::SeqCst))
@@ -158,6 +205,7 @@ pub fn settings(stub: &GraphStub, db_url: &str, prefix: &str) -> Settings {
     s.queue.key_prefix = prefix.to_string();
     s.queue.claim_idle_ms = 1_500;
     s.queue.lock_ttl_ms = 1_000;
+    s.queue.heartbeat_ms = 200;
     s.worker.model = repo().join("deploy/models/herd-demo-chat").display().to_string();
     s.worker.max_new_tokens = 24;
     s.worker.block_ms = 200;
@@ -341,13 +389,13 @@ impl Herd {
         sqlx::query_scalar(sql).fetch_one(&self.store.pool).await.expect("count query")
     }
 
-    /// Entries in the turn stream.
     /// Entries in the dead-letter stream.
     pub async fn dead_letters(&self) -> i64 {
         let mut c = self.queue.connection();
         redis::cmd("XLEN").arg(self.queue.dead_letter_key()).query_async(&mut c).await.expect("xlen")
     }
 
+    /// Entries in the turn stream.
     pub async fn stream_len(&self) -> i64 {
         let mut c = self.queue.connection();
         redis::cmd("XLEN").arg(self.queue.stream_key()).query_async(&mut c).await.expect("xlen")

@@ -26,6 +26,11 @@ pub struct SendError {
     pub status: u16,
     pub code: Option<i64>,
     pub message: String,
+    /// How long the platform asked us to wait (`Retry-After`), if it did.
+    pub retry_after: Option<Duration>,
+    /// The platform may have accepted the message anyway: the request may have reached it and
+    /// no clear refusal came back (a timeout, a reset, a 5xx other than 503).
+    pub in_doubt: bool,
 }
 
 /// WhatsApp rate-limit codes (4: app, 80007: account, 130429: throughput, 131048: spam rate,
@@ -91,8 +96,12 @@ impl SendClient {
             status: 0,
             code: None,
             message: e.to_string(),
+            retry_after: None,
+            // A connection that was never made carried nothing.
+            in_doubt: !e.is_connect(),
         })?;
         let status = resp.status().as_u16();
+        let retry_after = resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         if (200..300).contains(&status) {
             return Ok(v);
@@ -102,6 +111,8 @@ impl SendClient {
             status,
             code: err.and_then(|e| e.get("code")).and_then(Value::as_i64),
             message: err.and_then(|e| e.get("message")).and_then(Value::as_str).unwrap_or("no error message").to_string(),
+            retry_after,
+            in_doubt: status >= 500 && status != 503,
         })
     }
 
@@ -140,12 +151,35 @@ impl SendClient {
     }
 }
 
+/// A `Retry-After` value: delay seconds, or an HTTP date (a date in the past is no wait).
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let ms = (at.timestamp_millis() - chrono::Utc::now().timestamp_millis()).max(0);
+    Some(Duration::from_millis(ms as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn e(status: u16, code: Option<i64>) -> SendError {
-        SendError { status, code, message: String::new() }
+        SendError { status, code, message: String::new(), retry_after: None, in_doubt: false }
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO), "in the past");
+        let soon = (chrono::Utc::now() + chrono::Duration::seconds(90)).to_rfc2822();
+        let d = parse_retry_after(&soon).expect("date");
+        assert!(d > Duration::from_secs(85) && d <= Duration::from_secs(90), "{d:?}");
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("-5"), None);
     }
 
     #[test]

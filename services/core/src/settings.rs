@@ -72,13 +72,18 @@ pub struct QueueSettings {
     pub maxlen: usize,
     /// How long a platform message id is remembered for dedup (Meta retries for up to 7 days).
     pub dedup_ttl_secs: u64,
-    /// An entry pending this long is taken over from its (presumed dead) worker; keep it above the
-    /// longest generation.
+    /// An entry nobody touched for this long is taken over: a live worker touches the entries it
+    /// works on every `heartbeat_ms`, so only a stopped worker's entries (and entries left for a
+    /// conversation another worker answers) get this old. At least 3 × `heartbeat_ms`.
     pub claim_idle_ms: u64,
-    /// Deliveries of one entry before it goes to the dead-letter stream.
+    /// Tries of one entry (waiting for another worker's conversation lock is not a try) before it
+    /// goes to the dead-letter stream.
     pub max_deliveries: u64,
-    /// Lifetime of a conversation lock; refreshed while a reply is generated.
+    /// Lifetime of a conversation lock; refreshed every third of it while a reply is made.
     pub lock_ttl_ms: u64,
+    /// How often a worker says it is alive and touches its entries; a worker silent for
+    /// 3 × this is stopped, and its conversation locks are taken over at once.
+    pub heartbeat_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -103,10 +108,13 @@ pub struct WorkerSettings {
     pub context_tokens: usize,
     /// System prompt of every conversation.
     pub system_prompt: String,
-    /// Tries of one Send API call on rate limits and 5xx.
-    pub send_attempts: u32,
-    /// First retry delay; doubles each retry.
+    /// How long a reply keeps being retried on rate limits, 5xx and network errors (from its
+    /// first try; a `Retry-After` is honoured within it) before it fails.
+    pub send_retry_window_ms: u64,
+    /// First retry delay; doubles each retry (with jitter), up to `retry_max_ms`.
     pub retry_base_ms: u64,
+    /// Longest delay between two tries (unless the platform's `Retry-After` asks for more).
+    pub retry_max_ms: u64,
     /// How long a stopping worker waits for in-flight turns.
     pub shutdown_grace_ms: u64,
     /// Stream entries read per call.
@@ -249,9 +257,10 @@ impl Default for QueueSettings {
             group: "workers".into(),
             maxlen: 1_000_000,
             dedup_ttl_secs: 7 * 24 * 3600,
-            claim_idle_ms: 120_000,
+            claim_idle_ms: 10_000,
             max_deliveries: 5,
             lock_ttl_ms: 30_000,
+            heartbeat_ms: 1_000,
         }
     }
 }
@@ -268,8 +277,9 @@ impl Default for WorkerSettings {
             max_new_tokens: 256,
             context_tokens: 2048,
             system_prompt: String::new(),
-            send_attempts: 5,
+            send_retry_window_ms: 600_000,
             retry_base_ms: 200,
+            retry_max_ms: 30_000,
             shutdown_grace_ms: 10_000,
             read_batch: 16,
             block_ms: 2_000,
@@ -339,9 +349,35 @@ impl Settings {
         Ok(s)
     }
 
-    fn validate(&self) -> Result<(), String> {
-        if self.worker.concurrency == 0 {
-            return Err("`worker.concurrency` must be >= 1, got 0".into());
+    /// Refuses values that cannot work, and combinations that cannot work together, naming the keys.
+    pub fn validate(&self) -> Result<(), String> {
+        let (q, w) = (&self.queue, &self.worker);
+        if w.concurrency == 0 || w.read_batch == 0 || w.count == 0 {
+            return Err("`worker.concurrency`, `worker.read_batch` and `worker.count` must be >= 1".into());
+        }
+        if q.heartbeat_ms < 50 {
+            return Err(format!("`queue.heartbeat_ms` must be >= 50, got {}", q.heartbeat_ms));
+        }
+        if q.claim_idle_ms < 3 * q.heartbeat_ms {
+            return Err(format!(
+                "`queue.claim_idle_ms` ({}) must be at least 3 × `queue.heartbeat_ms` ({}): live workers' entries would be taken over",
+                q.claim_idle_ms, q.heartbeat_ms
+            ));
+        }
+        if q.lock_ttl_ms < 150 {
+            return Err(format!("`queue.lock_ttl_ms` must be >= 150, got {}", q.lock_ttl_ms));
+        }
+        if w.max_new_tokens == 0 || w.max_new_tokens >= w.context_tokens {
+            return Err(format!(
+                "`worker.max_new_tokens` ({}) must be >= 1 and below `worker.context_tokens` ({}): the prompt needs room",
+                w.max_new_tokens, w.context_tokens
+            ));
+        }
+        if w.retry_base_ms == 0 || w.retry_max_ms < w.retry_base_ms {
+            return Err(format!(
+                "`worker.retry_base_ms` ({}) must be >= 1 and at most `worker.retry_max_ms` ({})",
+                w.retry_base_ms, w.retry_max_ms
+            ));
         }
         if self.queue.max_deliveries == 0 {
             return Err("`queue.max_deliveries` must be >= 1, got 0".into());
@@ -419,5 +455,29 @@ mod tests {
         let bad = "[[tenants]]\nname = \"a\"\n[[tenants.channels]]\nplatform = \"telegram\"\nexternal_id = \"1\"\napp_secret = \"s\"\nverify_token = \"v\"\naccess_token = \"t\"\n";
         let e = Settings::from_toml(bad, "t", &[]).expect_err("platform");
         assert!(e.to_string().contains("tenants[0].channels[0].platform"), "{e}");
+    }
+
+    #[test]
+    fn settings_that_cannot_work_together_are_refused_naming_both() {
+        let refused = |pairs: &[(&str, &str)], names: &[&str]| {
+            let e = Settings::from_toml("", "t", &env(pairs)).expect_err("refused").to_string();
+            for n in names {
+                assert!(e.contains(n), "{pairs:?}: {e}");
+            }
+        };
+        refused(
+            &[("HERD__QUEUE__CLAIM_IDLE_MS", "2000"), ("HERD__QUEUE__HEARTBEAT_MS", "1000")],
+            &["queue.claim_idle_ms", "queue.heartbeat_ms"],
+        );
+        refused(&[("HERD__QUEUE__HEARTBEAT_MS", "10")], &["queue.heartbeat_ms"]);
+        refused(
+            &[("HERD__WORKER__MAX_NEW_TOKENS", "2048"), ("HERD__WORKER__CONTEXT_TOKENS", "1024")],
+            &["worker.max_new_tokens", "worker.context_tokens"],
+        );
+        refused(&[("HERD__WORKER__RETRY_MAX_MS", "10")], &["worker.retry_base_ms", "worker.retry_max_ms"]);
+        // What the black-box run used (claim 3 s, lock 30 s) works together now: a dead worker's
+        // lock is taken over by liveness, not waited out.
+        Settings::from_toml("", "t", &env(&[("HERD__QUEUE__CLAIM_IDLE_MS", "3000"), ("HERD__QUEUE__LOCK_TTL_MS", "30000")]))
+            .expect("valid");
     }
 }

@@ -52,6 +52,15 @@ impl Entry {
     }
 }
 
+/// The outcome of taking a conversation lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lock {
+    /// Ours now.
+    Taken,
+    /// Held by the named worker.
+    HeldBy(String),
+}
+
 /// An entry handed to a worker.
 #[derive(Clone, Debug)]
 pub struct Delivery {
@@ -272,18 +281,86 @@ impl Queue {
         Ok(())
     }
 
-    /// Takes the lock of a conversation for `owner` for `ttl_ms`; false when someone else holds it.
-    pub async fn lock(&self, conversation: i64, owner: &str) -> Result<bool> {
+    /// Takes the lock of a conversation for `owner` for `lock_ttl_ms`, or names who holds it.
+    pub async fn lock(&self, conversation: i64, owner: &str) -> Result<Lock> {
+        let script = redis::Script::new(
+            "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+             return redis.call('GET', KEYS[1])",
+        );
         let mut c = self.conn.clone();
-        let r: Option<String> = redis::cmd("SET")
-            .arg(self.key(&format!("lock:conv:{conversation}")))
+        let holder: Option<String> =
+            script.key(self.key(&format!("lock:conv:{conversation}"))).arg(owner).arg(self.cfg.lock_ttl_ms).invoke_async(&mut c).await?;
+        Ok(match holder {
+            None => Lock::Taken,
+            // Also when `h` is `owner`: another task of this worker answers the conversation.
+            Some(h) => Lock::HeldBy(h),
+        })
+    }
+
+    /// Takes over the lock of a conversation from `dead` (a stopped worker: see
+    /// [`Queue::is_alive`]); false when someone else got it first.
+    pub async fn take_over(&self, conversation: i64, owner: &str, dead: &str) -> Result<bool> {
+        let script = redis::Script::new(
+            "local cur = redis.call('GET', KEYS[1])
+             if cur and cur ~= ARGV[3] then return 0 end
+             redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+             return 1",
+        );
+        let mut c = self.conn.clone();
+        let r: i64 = script
+            .key(self.key(&format!("lock:conv:{conversation}")))
             .arg(owner)
-            .arg("NX")
-            .arg("PX")
             .arg(self.cfg.lock_ttl_ms)
+            .arg(dead)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(r == 1)
+    }
+
+    /// Says that worker `owner` is alive for the next 3 × `heartbeat_ms`, and touches the
+    /// entries it works on, so that no other worker takes them over (their delivery counts stay).
+    pub async fn heartbeat(&self, owner: &str, entries: &[String]) -> Result<()> {
+        let mut c = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(self.key(&format!("alive:{owner}"))).arg(1).arg("PX").arg(3 * self.cfg.heartbeat_ms).ignore();
+        if !entries.is_empty() {
+            pipe.cmd("XCLAIM").arg(&self.stream).arg(&self.cfg.group).arg(owner).arg(0).arg(entries).arg("JUSTID").ignore();
+        }
+        let _: () = pipe.query_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// Whether worker `owner` said it was alive within the last 3 × `heartbeat_ms`.
+    pub async fn is_alive(&self, owner: &str) -> Result<bool> {
+        let mut c = self.conn.clone();
+        let n: i64 = redis::cmd("EXISTS").arg(self.key(&format!("alive:{owner}"))).query_async(&mut c).await?;
+        Ok(n == 1)
+    }
+
+    /// Says that worker `owner` has stopped: its locks may be taken over at once.
+    pub async fn stopped(&self, owner: &str) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: i64 = redis::cmd("DEL").arg(self.key(&format!("alive:{owner}"))).query_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// Leaves entry `id` pending with `consumer`, with its delivery count set back to `tries`
+    /// (waiting for another worker's conversation lock is not a try); it comes back after
+    /// `claim_idle_ms`.
+    pub async fn keep_pending(&self, consumer: &str, id: &str, tries: u64) -> Result<()> {
+        let mut c = self.conn.clone();
+        let _: redis::Value = redis::cmd("XCLAIM")
+            .arg(&self.stream)
+            .arg(&self.cfg.group)
+            .arg(consumer)
+            .arg(0)
+            .arg(id)
+            .arg("RETRYCOUNT")
+            .arg(tries)
+            .arg("JUSTID")
             .query_async(&mut c)
             .await?;
-        Ok(r.is_some())
+        Ok(())
     }
 
     /// Extends a lock `owner` holds; false when it is no longer theirs.

@@ -16,6 +16,9 @@ pub enum Error {
     Db(#[from] sqlx::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A newer worker took the conversation over (see [`Fence`]): this one must stop writing.
+    #[error("conversation {conversation}: fencing token {token} is stale (another worker took it over)")]
+    Fenced { conversation: i64, token: i64 },
     /// A stored state that herd does not know (a CHECK constraint should have refused it).
     #[error("{column} holds {value:?}, which is not a state herd knows")]
     State { column: &'static str, value: String },
@@ -79,6 +82,27 @@ pub struct DecisionRecord {
     pub shadow: bool,
     pub country: Option<String>,
     pub classifier: String,
+}
+
+/// The right to write a conversation's replies: the token the lock holder took
+/// ([`Store::take_fence`]). Writes under a token that is no longer the newest fail with
+/// [`Error::Fenced`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub conversation: i64,
+    pub token: i64,
+}
+
+/// A reply in the outbox.
+#[derive(Clone, Debug)]
+pub struct OutboxRow {
+    pub state: OutboxState,
+    pub reply: String,
+    pub attempts: i32,
+    /// Milliseconds since its first try began (the retry window runs from then).
+    pub age_ms: i64,
+    /// Pieces of it the platform accepted (recorded as outbound messages).
+    pub parts_sent: i64,
 }
 
 /// Handle to the database (cheap to clone).
@@ -358,27 +382,112 @@ impl Store {
         Ok(())
     }
 
-    /// Sets an inbound message's status.
-    pub async fn set_status(&self, message_id: i64, status: MessageStatus) -> Result<()> {
-        sqlx::query("UPDATE messages SET status = $2 WHERE id = $1").bind(message_id).bind(status.as_str()).execute(&self.pool).await?;
-        Ok(())
+    /// Takes the next fencing token of a conversation (its lock was just taken).
+    pub async fn take_fence(&self, conversation_id: i64) -> Result<Fence> {
+        let token: i64 = sqlx::query_scalar("UPDATE conversations SET fence = fence + 1 WHERE id = $1 RETURNING fence")
+            .bind(conversation_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Fence { conversation: conversation_id, token })
     }
 
-    /// The outbox state of an inbound message, if a reply was started.
-    pub async fn outbox_state(&self, inbound_id: i64) -> Result<Option<OutboxState>> {
-        let s: Option<String> =
-            sqlx::query_scalar("SELECT state FROM outbox WHERE inbound_id = $1").bind(inbound_id).fetch_optional(&self.pool).await?;
-        s.map(|s| OutboxState::parse(&s).ok_or(Error::State { column: "outbox.state", value: s })).transpose()
+    /// Sets an inbound message's status, under `fence`.
+    pub async fn set_status(&self, message_id: i64, status: MessageStatus, fence: Fence) -> Result<()> {
+        let r = sqlx::query("UPDATE messages SET status = $2 WHERE id = $1 AND (SELECT fence FROM conversations WHERE id = $3) = $4")
+            .bind(message_id)
+            .bind(status.as_str())
+            .bind(fence.conversation)
+            .bind(fence.token)
+            .execute(&self.pool)
+            .await?;
+        fenced(r.rows_affected(), fence)
     }
 
-    /// Starts the reply of an inbound message; false when one was already started (never send twice).
-    pub async fn outbox_begin(&self, inbound_id: i64, reply: &str) -> Result<bool> {
+    /// The outbox row of an inbound message, if a reply was started.
+    pub async fn outbox(&self, inbound_id: i64) -> Result<Option<OutboxRow>> {
+        let row = sqlx::query(
+            "SELECT state, reply, attempts, (extract(epoch FROM now() - created_at) * 1000)::BIGINT AS age_ms,
+               (SELECT count(*) FROM messages WHERE reply_to = $1 AND direction = 'out') AS parts_sent
+             FROM outbox WHERE inbound_id = $1",
+        )
+        .bind(inbound_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let state: String = r.get("state");
+            Ok(OutboxRow {
+                state: OutboxState::parse(&state).ok_or(Error::State { column: "outbox.state", value: state })?,
+                reply: r.get("reply"),
+                attempts: r.get("attempts"),
+                age_ms: r.get("age_ms"),
+                parts_sent: r.get("parts_sent"),
+            })
+        })
+        .transpose()
+    }
+
+    /// Starts the reply of an inbound message, under `fence`; false when one was already started
+    /// (never send twice).
+    pub async fn outbox_begin(&self, inbound_id: i64, reply: &str, fence: Fence) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // The row lock on the conversation holds the token still until the reply is in.
+        let current: i64 = sqlx::query_scalar("SELECT fence FROM conversations WHERE id = $1 FOR SHARE")
+            .bind(fence.conversation)
+            .fetch_one(&mut *tx)
+            .await?;
+        if current != fence.token {
+            return Err(Error::Fenced { conversation: fence.conversation, token: fence.token });
+        }
         let r = sqlx::query("INSERT INTO outbox (inbound_id, state, reply) VALUES ($1, 'sending', $2) ON CONFLICT DO NOTHING")
             .bind(inbound_id)
             .bind(reply)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// Moves a started reply between `sending` (a try may be in flight) and `retrying` (the last
+    /// try was refused), counting tries.
+    pub async fn outbox_progress(&self, inbound_id: i64, state: OutboxState, attempts: i32, error: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET state = $2, attempts = $3, last_error = COALESCE($4, last_error), updated_at = now() WHERE inbound_id = $1",
+        )
+        .bind(inbound_id)
+        .bind(state.as_str())
+        .bind(attempts)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Settles the records of a message whose stream entry was dead-lettered: still `pending` →
+    /// `failed` (noting why), a reply `retrying` → `failed`, `sending` → `unknown`. Nothing is
+    /// left waiting for a worker that will never come.
+    pub async fn settle_dead_lettered(&self, channel_id: i64, platform_message_id: &str, reason: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "UPDATE messages SET status = 'failed',
+               note = CASE WHEN note IS NULL THEN $3 ELSE note || '; ' || $3 END
+             WHERE channel_id = $1 AND platform_message_id = $2 AND direction = 'in' AND status = 'pending' RETURNING id",
+        )
+        .bind(channel_id)
+        .bind(platform_message_id)
+        .bind(format!("dead-lettered: {reason}"))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(id) = id {
+            sqlx::query(
+                "UPDATE outbox SET state = CASE state WHEN 'sending' THEN 'unknown' ELSE 'failed' END, updated_at = now()
+                 WHERE inbound_id = $1 AND state IN ('sending', 'retrying')",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Ends the reply of an inbound message with `state` (sent, failed, expired) and sets the
@@ -487,6 +596,14 @@ impl Store {
             .await?;
         }
         Ok(r.rows_affected() == 1)
+    }
+}
+
+/// `Ok` when a fenced write changed its row, else [`Error::Fenced`].
+fn fenced(rows: u64, fence: Fence) -> Result<()> {
+    match rows {
+        0 => Err(Error::Fenced { conversation: fence.conversation, token: fence.token }),
+        _ => Ok(()),
     }
 }
 

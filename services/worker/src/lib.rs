@@ -7,17 +7,20 @@
 //! reads them, and the lock holder answers them one by one, oldest first, before releasing. After
 //! releasing it checks once more, so a message recorded just before the release is not stranded.
 
+mod deliver;
 pub mod engine;
 pub mod guard;
+mod liveness;
 pub mod policy;
+mod reply;
 mod turn;
 
 use herd_channels::send::SendClient;
 use herd_core::Settings;
 use herd_queue::{Delivery, Queue};
 use herd_store::{Channel, Store};
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
@@ -42,7 +45,11 @@ pub enum WorkerError {
 
 impl From<herd_store::Error> for WorkerError {
     fn from(e: herd_store::Error) -> Self {
-        WorkerError::Transient(e.to_string())
+        match e {
+            // Another worker took the conversation over; it answers this message too.
+            herd_store::Error::Fenced { .. } => WorkerError::Busy(e.to_string()),
+            e => WorkerError::Transient(e.to_string()),
+        }
     }
 }
 
@@ -63,6 +70,8 @@ pub struct Worker {
     pub(crate) engine: EngineHandle,
     pub(crate) policy: Arc<dyn PolicyHook>,
     channels: Arc<RwLock<HashMap<i64, Arc<Channel>>>>,
+    /// Ids of the entries this worker has taken and not yet settled (touched by the heartbeat).
+    in_flight: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Worker {
@@ -76,7 +85,7 @@ impl Worker {
         policy: Arc<dyn PolicyHook>,
     ) -> Self {
         let sender = SendClient::new(settings.platforms.clone());
-        Self { name, settings, store, queue, sender, engine, policy, channels: Arc::default() }
+        Self { name, settings, store, queue, sender, engine, policy, channels: Arc::default(), in_flight: Arc::default() }
     }
 
     pub(crate) async fn channel(&self, id: i64) -> Result<Arc<Channel>, WorkerError> {
@@ -104,6 +113,7 @@ impl Worker {
                 return;
             }
         };
+        let heartbeat = liveness::start(&self);
         tracing::info!(worker = %self.name, "worker started");
         while !*shutdown.borrow() {
             while tasks.try_join_next().is_some() {}
@@ -136,6 +146,7 @@ impl Worker {
                     _ = shutdown.changed() => break,
                 }
             }
+            self.took(&batch);
             // Record the whole batch in stream order first, then answer concurrently. Each entry's
             // work is one span, a child of the webhook's (its context rides in the entry).
             let mut recorded = Vec::with_capacity(batch.len());
@@ -173,13 +184,41 @@ impl Worker {
         let grace = Duration::from_millis(self.settings.worker.shutdown_grace_ms);
         let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         tasks.abort_all();
+        // What is unfinished stays pending; with this worker known to be stopped, its locks are
+        // taken over at once instead of waited out.
+        drop(heartbeat);
+        if let Err(e) = self.queue.stopped(&self.name).await {
+            tracing::warn!(error = %e, "could not say this worker stopped; its locks expire in queue.heartbeat_ms × 3");
+        }
+    }
+
+    /// Notes entries just taken as in flight (the heartbeat touches them until settled).
+    fn took(&self, batch: &[Delivery]) {
+        let mut set = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        set.extend(batch.iter().map(|d| d.id.clone()));
+    }
+
+    /// The entries in flight, for the heartbeat.
+    pub(crate) fn in_flight(&self) -> Vec<String> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
     }
 
     /// Phase 1 of an entry (see [`turn::record`]); `None` when it was settled already (dead
     /// letter, or an error that leaves it pending).
     async fn record(&self, d: &Delivery) -> Option<turn::Recorded> {
         if d.deliveries > self.settings.queue.max_deliveries {
-            let reason = format!("delivered {} times (limit {})", d.deliveries, self.settings.queue.max_deliveries);
+            let reason = format!("tried {} times (limit queue.max_deliveries = {})", d.deliveries, self.settings.queue.max_deliveries);
+            // Recorded (as failed) even so: a message herd took is never lost from the records.
+            if let herd_queue::Job::Message { channel_id, message, .. } = &d.entry.job {
+                let recorded = match self.channel(*channel_id).await {
+                    Ok(ch) => self.store.record_inbound(&ch, message, herd_core::MessageStatus::Pending, &d.id).await.map(|_| ()),
+                    Err(_) => Ok(()),
+                };
+                if let Err(e) = recorded {
+                    tracing::warn!(error = %e, id = %d.id, "recording a message to dead-letter failed; left pending for a retry");
+                    return None;
+                }
+            }
             self.finish(d, Err(WorkerError::DeadLetter(reason))).await;
             return None;
         }
@@ -194,6 +233,7 @@ impl Worker {
 
     /// Acknowledges, dead-letters or leaves an entry pending, by the outcome.
     async fn finish(&self, d: &Delivery, outcome: Result<(), WorkerError>) {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&d.id);
         match outcome {
             Ok(()) => {
                 if let Err(e) = self.queue.ack(&d.id).await {
@@ -202,12 +242,23 @@ impl Worker {
             }
             Err(WorkerError::DeadLetter(reason)) => {
                 tracing::warn!(id = %d.id, %reason, "dead-lettered");
+                if let herd_queue::Job::Message { channel_id, message, .. } = &d.entry.job {
+                    // Its records are settled first: nothing stays `pending` or `sending`.
+                    if let Err(e) = self.store.settle_dead_lettered(*channel_id, &message.platform_message_id, &reason).await {
+                        tracing::error!(error = %e, id = %d.id, "settling a dead letter's records failed; left pending for a retry");
+                        return;
+                    }
+                }
                 if let Err(e) = self.queue.dead_letter(d, &reason).await {
                     tracing::error!(error = %e, id = %d.id, "dead-lettering failed");
                 }
             }
             Err(WorkerError::Busy(reason)) => {
+                // Waiting for another worker is not a try: the delivery count goes back.
                 tracing::debug!(id = %d.id, %reason, "left pending");
+                if let Err(e) = self.queue.keep_pending(&self.name, &d.id, d.deliveries.saturating_sub(1)).await {
+                    tracing::warn!(error = %e, id = %d.id, "could not give back the delivery count");
+                }
             }
             Err(WorkerError::Transient(reason)) => {
                 tracing::warn!(id = %d.id, %reason, deliveries = d.deliveries, "left pending for a retry");
