@@ -179,6 +179,8 @@ pub struct Herd {
     pub engine: EngineHandle,
     /// The policy hook of the workers this herd starts.
     pub policy: Arc<dyn PolicyHook>,
+    /// What the parts of this herd report to `/readyz`.
+    pub health: herd_core::Health,
 }
 
 /// A name no other test (of this or another process) uses.
@@ -203,6 +205,9 @@ pub fn settings(stub: &GraphStub, db_url: &str, prefix: &str) -> Settings {
         ..Default::default()
     };
     s.queue.key_prefix = prefix.to_string();
+    s.gateway.listen = "127.0.0.1:0".into();
+    s.admin.listen = String::new();
+    s.worker.metrics_listen = String::new();
     s.queue.claim_idle_ms = 1_500;
     s.queue.lock_ttl_ms = 1_000;
     s.queue.heartbeat_ms = 200;
@@ -273,40 +278,25 @@ impl Herd {
     }
 
     /// Starts a herd after `tweak` adjusts the settings, with `policy` in every worker (None: the
-    /// shipped packs, as `herd serve` runs them).
+    /// stored policy, as `herd serve` runs it). Built by [`herd::app::App::build`], the start-up
+    /// path of `herd serve`; the workers are taken out of it to be started and killed one by one.
     pub async fn start_with(workers: usize, tweak: impl FnOnce(&mut Settings), policy: Option<Arc<dyn PolicyHook>>) -> Self {
         herd_channels::send::install_crypto();
         let stub = GraphStub::start().await;
         let db = fresh_database().await;
         let mut s = settings(&stub, &db, &format!("herdtest:{}", unique()));
         tweak(&mut s);
-        let settings = Arc::new(s);
-        let store = Store::connect(&settings.database_url).await.expect("store");
-        store.migrate().await.expect("migrate");
-        store.seed(&settings.tenants).await.expect("seed");
-        let queue = Queue::connect(&settings.redis_url, settings.queue.clone()).await.expect("redis (REDIS_URL)");
-        let state = herd_gateway::state(&settings, store.clone(), queue.clone()).await.expect("gateway state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
-        let gateway = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, rx) = watch::channel(false);
-        let mut rx_gw = rx.clone();
-        tokio::spawn(herd_gateway::serve(listener, state, async move {
-            let _ = rx_gw.changed().await;
-        }));
-        let policy = match policy {
-            Some(p) => p,
-            None => Self::packs_policy(&settings, &store).await,
-        };
-        let engine = EngineHandle::start(
-            std::path::Path::new(&settings.worker.model),
-            &settings.worker.dtype,
-            &settings.worker.device,
-            64,
-            settings.worker.context_tokens,
-        )
-        .expect("engine");
+        let parts = herd::app::Parts { gateway: true, workers: true, ..Default::default() };
+        let mut app = herd::app::App::build(&s, parts, &rx).await.expect("herd starts (REDIS_URL, DATABASE_URL)");
+        let gateway = format!("http://{}", app.gateway_addr().expect("gateway address"));
+        let (store, queue, health) = (app.store().clone(), app.queue().clone(), app.health().clone());
+        let engine = app.engines()[0].clone();
+        let policy = policy.unwrap_or_else(|| app.policy().expect("workers' policy").clone());
+        drop(app.take_workers());
+        tokio::spawn(app.run(rx));
         let mut herd = Self {
-            settings,
+            settings: Arc::new(s),
             store,
             queue,
             stub,
@@ -316,6 +306,7 @@ impl Herd {
             workers: vec![],
             engine,
             policy: policy.clone(),
+            health,
         };
         for i in 0..workers {
             herd.spawn_worker(&format!("w{i}"), policy.clone());
@@ -332,7 +323,8 @@ impl Herd {
             self.queue.clone(),
             self.engine.clone(),
             policy,
-        );
+        )
+        .with_health(self.health.clone());
         self.workers.push(tokio::spawn(w.run(self.stop.subscribe())));
         self.workers.len() - 1
     }
@@ -416,16 +408,17 @@ impl Herd {
         herd_worker::StorePolicy::seed(&self.store, &sources).await.expect("seed packs");
     }
 
-    /// Starts the admin API on a free port; returns its base URL (`http://127.0.0.1:port`).
+    /// Starts the admin API on a free port, as `herd admin serve` does; returns its base URL
+    /// (`http://127.0.0.1:port`).
     pub async fn start_admin(&self, requests_per_minute: u32) -> String {
-        self.seed_packs().await;
-        let state = herd_admin::AppState::new(self.store.clone(), self.queue.clone(), requests_per_minute);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let mut rx = self.stop.subscribe();
-        tokio::spawn(herd_admin::serve(listener, state, async move {
-            let _ = rx.changed().await;
-        }));
+        let mut s = (*self.settings).clone();
+        s.admin.listen = "127.0.0.1:0".into();
+        s.admin.requests_per_minute = requests_per_minute;
+        let rx = self.stop.subscribe();
+        let parts = herd::app::Parts { admin: true, ..Default::default() };
+        let app = herd::app::App::build(&s, parts, &rx).await.expect("admin starts");
+        let url = format!("http://{}", app.admin_addr().expect("admin address"));
+        tokio::spawn(app.run(rx));
         url
     }
 

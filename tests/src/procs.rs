@@ -98,3 +98,60 @@ impl Drop for Proc {
         let _ = self.child.wait();
     }
 }
+
+/// A `redis-server` of a test's own (no persistence unless `args` ask), to stop and restart.
+pub struct RedisServer {
+    pub port: u16,
+    args: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on a free port with `args` (e.g. `--replicaof 127.0.0.1 6390`).
+    pub async fn start(dir: &Path, name: &str, args: &[&str]) -> Self {
+        let port = free_addr().rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+        let mut r = Self { port, args: args.iter().map(|a| a.to_string()).collect(), child: None, log: dir.join(format!("{name}.log")) };
+        r.restart().await;
+        r
+    }
+
+    /// `redis://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `kill -9`: everything it held in memory is gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it (again, empty unless persistence was asked for) and waits until it answers.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("redis log");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--dir", &std::env::temp_dir().display().to_string()])
+            .args(&self.args)
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (deploy/local/services.sh installs it)");
+        self.child = Some(child);
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(10), "redis-server on {} did not start", self.port);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -31,13 +31,15 @@ pub struct AppState {
     pub store: herd_store::Store,
     pub queue: herd_queue::Queue,
     limiter: Arc<DefaultKeyedRateLimiter<String>>,
+    /// The other parts of this process (gateway, workers in `herd serve`), for `/readyz`.
+    pub health: herd_core::Health,
 }
 
 impl AppState {
     /// `requests_per_minute` per API key (or per anonymous caller).
     pub fn new(store: herd_store::Store, queue: herd_queue::Queue, requests_per_minute: u32) -> Self {
         let per_min = NonZeroU32::new(requests_per_minute.max(1)).expect("at least 1");
-        Self { store, queue, limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(per_min))) }
+        Self { store, queue, limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(per_min))), health: Default::default() }
     }
 }
 
@@ -295,8 +297,9 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
 async fn ready(State(st): State<AppState>) -> Response {
     let pg = st.store.ping().await.is_ok();
     let redis = st.queue.ping().await.is_ok();
-    let body = serde_json::json!({ "postgres": pg, "redis": redis });
-    let status = if pg && redis { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let (parts_ok, parts) = st.health.report();
+    let body = serde_json::json!({ "postgres": pg, "redis": redis, "parts": parts });
+    let status = if pg && redis && parts_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
 }
 

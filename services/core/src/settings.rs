@@ -84,6 +84,12 @@ pub struct QueueSettings {
     /// How often a worker says it is alive and touches its entries; a worker silent for
     /// 3 × this is stopped, and its conversation locks are taken over at once.
     pub heartbeat_ms: u64,
+    /// Replicas that must have a webhook's entry before the gateway answers 200 (Redis `WAIT`);
+    /// 0 answers once the primary has it. Fewer within `wait_timeout_ms` → 503, and the
+    /// platform delivers the webhook again.
+    pub wait_replicas: u32,
+    /// How long the gateway waits for `wait_replicas`.
+    pub wait_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -261,6 +267,8 @@ impl Default for QueueSettings {
             max_deliveries: 5,
             lock_ttl_ms: 30_000,
             heartbeat_ms: 1_000,
+            wait_replicas: 0,
+            wait_timeout_ms: 1_000,
         }
     }
 }
@@ -363,6 +371,9 @@ impl Settings {
                 "`queue.claim_idle_ms` ({}) must be at least 3 × `queue.heartbeat_ms` ({}): live workers' entries would be taken over",
                 q.claim_idle_ms, q.heartbeat_ms
             ));
+        }
+        if q.wait_replicas > 0 && q.wait_timeout_ms == 0 {
+            return Err("`queue.wait_timeout_ms` must be >= 1 when `queue.wait_replicas` is set (0 would wait forever)".into());
         }
         if q.lock_ttl_ms < 150 {
             return Err(format!("`queue.lock_ttl_ms` must be >= 150, got {}", q.lock_ttl_ms));

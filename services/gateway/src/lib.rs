@@ -19,7 +19,19 @@ use std::sync::Arc;
 pub async fn state(settings: &Settings, store: Store, queue: Queue) -> Result<AppState, herd_store::Error> {
     let channels = Arc::new(ChannelCache::load(store.clone()).await?);
     channels.clone().spawn_refresh(std::time::Duration::from_secs(30));
-    Ok(AppState { queue, channels, limits: Arc::new(limits::Limits::new(&settings.limits)), settings: Arc::new(settings.clone()) })
+    let (durability, durable) = queue.durability().await;
+    match durable {
+        true => tracing::info!(%durability, "webhook durability"),
+        false => tracing::warn!(%durability, "webhook durability"),
+    }
+    Ok(AppState {
+        queue,
+        channels,
+        limits: Arc::new(limits::Limits::new(&settings.limits)),
+        settings: Arc::new(settings.clone()),
+        health: Default::default(),
+        durability: durability.into(),
+    })
 }
 
 /// Serves the gateway on `listener` until `shutdown` resolves.

@@ -24,6 +24,10 @@ pub struct AppState {
     pub channels: Arc<ChannelCache>,
     pub limits: Arc<Limits>,
     pub settings: Arc<Settings>,
+    /// The other parts of this process (its workers in `herd serve`), for `/readyz`.
+    pub health: herd_core::Health,
+    /// What an acknowledged webhook survives ([`Queue::durability`]).
+    pub durability: Arc<str>,
 }
 
 /// The gateway's routes.
@@ -84,10 +88,12 @@ fn now_ms() -> i64 {
 }
 
 /// 200 when Redis answers (the gateway needs nothing else to accept webhooks), 503 otherwise.
+/// 200 when Redis answers and every other part of the process can do its job.
 async fn ready(State(st): State<AppState>) -> (axum::http::StatusCode, Json<Value>) {
     let redis = st.queue.ping().await.is_ok();
-    let status = if redis { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"redis": redis})))
+    let (parts_ok, parts) = st.health.report();
+    let status = if redis && parts_ok { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"redis": redis, "parts": parts, "durability": &*st.durability})))
 }
 
 /// Events: verify, parse, dedup, rate-limit, enqueue; 200 unless the request is bad or herd

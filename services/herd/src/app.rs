@@ -35,6 +35,8 @@ pub struct App {
     settings: Settings,
     store: Store,
     queue: Queue,
+    health: herd_core::Health,
+    policy: Option<Arc<dyn PolicyHook>>,
     gateway: Option<(TcpListener, herd_gateway::AppState)>,
     admin: Option<(TcpListener, herd_admin::AppState)>,
     probes: Option<TcpListener>,
@@ -59,6 +61,9 @@ impl App {
     /// Prepares `parts` of `settings`; `stop` ends the policy's reload loop with the process.
     pub async fn build(settings: &Settings, parts: Parts, stop: &watch::Receiver<bool>) -> Result<Self> {
         let s = settings;
+        // Settings from a file were checked when read; settings made in code are checked here.
+        s.validate().map_err(|e| anyhow::anyhow!("settings: {e}"))?;
+        let health = herd_core::Health::default();
         let pg = format!("connecting to PostgreSQL at {} (database_url)", services::redact(&s.database_url));
         let store = within(pg, async { Ok(Store::connect(&s.database_url).await?) }).await?;
         store.migrate().await.context("applying migrations (database_url)")?;
@@ -78,7 +83,8 @@ impl App {
         let gateway = match parts.gateway {
             true => {
                 let listener = bind("gateway.listen", &s.gateway.listen).await?;
-                let state = herd_gateway::state(s, store.clone(), queue.clone()).await.context("loading channels")?;
+                let mut state = herd_gateway::state(s, store.clone(), queue.clone()).await.context("loading channels")?;
+                state.health = health.clone();
                 Some((listener, state))
             }
             false => None,
@@ -86,7 +92,9 @@ impl App {
         let admin = match parts.admin && !s.admin.listen.is_empty() {
             true => {
                 let listener = bind("admin.listen", &s.admin.listen).await?;
-                Some((listener, herd_admin::AppState::new(store.clone(), queue.clone(), s.admin.requests_per_minute)))
+                let mut state = herd_admin::AppState::new(store.clone(), queue.clone(), s.admin.requests_per_minute);
+                state.health = health.clone();
+                Some((listener, state))
             }
             false => None,
         };
@@ -96,7 +104,7 @@ impl App {
         };
 
         let (mut workers, mut engines) = (vec![], vec![]);
-        if let Some(policy) = policy {
+        if let Some(policy) = policy.clone() {
             let shared = Arc::new(s.clone());
             let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "herd".into());
             let cfg = &s.worker;
@@ -115,17 +123,57 @@ impl App {
                         )
                     })?;
                 let name = format!("{host}-{}-{i}", std::process::id());
-                workers.push(Worker::new(name, shared.clone(), store.clone(), queue.clone(), engine.clone(), policy.clone()));
+                let worker = Worker::new(name, shared.clone(), store.clone(), queue.clone(), engine.clone(), policy.clone());
+                workers.push(worker.with_health(health.clone()));
                 engines.push(engine);
             }
         }
-        Ok(Self { settings: s.clone(), store, queue, gateway, admin, probes, workers, engines })
+        Ok(Self { settings: s.clone(), store, queue, health, policy, gateway, admin, probes, workers, engines })
+    }
+
+    /// Where the gateway listens (when it runs).
+    pub fn gateway_addr(&self) -> Option<std::net::SocketAddr> {
+        self.gateway.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// Where the admin API listens (when it runs).
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// What every part of this process reports to its `/readyz`.
+    pub fn health(&self) -> &herd_core::Health {
+        &self.health
+    }
+
+    /// The policy the workers run (when they run).
+    pub fn policy(&self) -> Option<&Arc<dyn PolicyHook>> {
+        self.policy.as_ref()
+    }
+
+    /// The workers' engines, one per worker.
+    pub fn engines(&self) -> &[EngineHandle] {
+        &self.engines
+    }
+
+    /// Takes the workers out, to run them some other way ([`App::run`] then runs the rest): the
+    /// tests start, stop and kill workers one by one.
+    pub fn take_workers(&mut self) -> Vec<Worker> {
+        std::mem::take(&mut self.workers)
     }
 
     /// Serves every part until `stop` turns true; the first part to fail stops the others and
     /// its error is the result.
     pub async fn run(self, stop: watch::Receiver<bool>) -> Result<()> {
-        let Self { settings, store, queue, gateway, admin, probes, workers, engines } = self;
+        let Self { settings, store, queue, health, gateway, admin, probes, workers, engines, .. } = self;
         let gw = async {
             let Some((listener, state)) = gateway else { return Ok(()) };
             tracing::info!(listen = %settings.gateway.listen, "gateway listening");
@@ -138,13 +186,12 @@ impl App {
         };
         let prb = async {
             let Some(listener) = probes else { return Ok(()) };
-            services::serve_worker_probes(listener, store.clone(), queue.clone(), stop.clone()).await
+            services::serve_worker_probes(listener, store.clone(), queue.clone(), health.clone(), stop.clone()).await
         };
         let wk = async {
-            if workers.is_empty() {
-                return Ok(());
+            if !engines.is_empty() {
+                services::spawn_gauges(queue.clone(), engines, stop.clone());
             }
-            services::spawn_gauges(queue.clone(), engines, stop.clone());
             let mut set = tokio::task::JoinSet::new();
             for w in workers {
                 set.spawn(w.run(stop.clone()));

@@ -4,12 +4,12 @@
 //! `admin create-key`, `migrate`, `chat` (a
 //! terminal WhatsApp user for a running herd) and `engine …` (the engine checked directly).
 
-mod app;
 mod chat;
 mod engine_cmd;
 mod loadgen;
 mod policy_cmd;
-mod services;
+
+use herd::{app, services};
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

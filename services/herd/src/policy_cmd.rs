@@ -80,7 +80,7 @@ pub fn run(args: PolicyArgs) -> Result<()> {
             println!("{}", json!({"country": country, "eu": eu}));
         }
         PolicyCommand::Eval { packs, tenant: tenant_file } => {
-            let set = crate::services::pack_set(packs.as_deref())?;
+            let set = herd::services::pack_set(packs.as_deref())?;
             let t = tenant(tenant_file.as_deref(), &set)?;
             let stdin = std::io::stdin();
             let mut out = std::io::stdout().lock();
@@ -115,7 +115,7 @@ pub fn run(args: PolicyArgs) -> Result<()> {
             }
         }
         PolicyCommand::Bench { files, packs, mistakes } => {
-            let set = crate::services::pack_set(packs.as_deref())?;
+            let set = herd::services::pack_set(packs.as_deref())?;
             let t = Tenant::demo();
             let files = if files.is_empty() {
                 vec![repo_file("policies/evals/xstest/xstest_prompts.csv"), repo_file("policies/evals/herd-heldout.csv")]

@@ -169,17 +169,21 @@ pub(crate) async fn serve_worker_probes(
     listener: tokio::net::TcpListener,
     store: Store,
     queue: Queue,
+    health: herd_core::Health,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     use axum::routing::get;
     let ready = move || {
-        let (store, queue) = (store.clone(), queue.clone());
+        let (store, queue, health) = (store.clone(), queue.clone(), health.clone());
         async move {
             let pg = store.ping().await.is_ok();
             let redis = queue.ping().await.is_ok();
-            // The model is loaded before the workers start; this server starts with them.
-            let status = if pg && redis { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
-            (status, axum::Json(serde_json::json!({"postgres": pg, "redis": redis, "model": true})))
+            // The model is loaded before the workers start; each worker reports whether it can
+            // read the turn stream.
+            let (parts_ok, parts) = health.report();
+            let ok = pg && redis && parts_ok;
+            let status = if ok { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+            (status, axum::Json(serde_json::json!({"postgres": pg, "redis": redis, "model": true, "parts": parts})))
         }
     };
     let app = axum::Router::new()

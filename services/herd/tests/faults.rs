@@ -5,7 +5,7 @@
 //! twice, none stuck, none dead-lettered.
 
 use herd_core::Settings;
-use herd_e2e::procs::{Proc, free_addr, scratch};
+use herd_e2e::procs::{Proc, RedisServer, free_addr, scratch};
 use herd_e2e::{GraphStub, WA_SECRET, fresh_database, settings, sign, unique, whatsapp_texts};
 use herd_queue::Queue;
 use herd_store::Store;
@@ -55,21 +55,26 @@ impl Cluster {
         Self { stub, settings: s, store, queue, gateway, workers: procs }
     }
 
-    /// Posts one WhatsApp text from each of `senders`; every webhook must get 200.
+    /// Posts one WhatsApp text from each of `senders` (message ids `wamid.<sender>`); every
+    /// webhook must get 200.
     async fn post_one_each(&self, senders: &[String]) {
-        let http = reqwest::Client::new();
-        for (i, from) in senders.iter().enumerate() {
-            let body = whatsapp_texts(&[(from, &format!("wamid.F{i}"), "Hello there")]);
-            let r = http
-                .post(format!("http://{}/webhooks/whatsapp", self.settings.gateway.listen))
-                .header("content-type", "application/json")
-                .header("x-hub-signature-256", sign(WA_SECRET, &body))
-                .body(body)
-                .send()
-                .await
-                .expect("gateway answers");
-            assert_eq!(r.status(), 200, "webhook {i}");
+        for from in senders {
+            assert_eq!(self.post_from(from).await, 200, "webhook from {from}");
         }
+    }
+
+    /// Posts `from`'s message (`wamid.<from>`); the HTTP status.
+    async fn post_from(&self, from: &str) -> u16 {
+        let body = whatsapp_texts(&[(from, &format!("wamid.{from}"), "Hello there")]);
+        let r = reqwest::Client::new()
+            .post(format!("http://{}/webhooks/whatsapp", self.settings.gateway.listen))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sign(WA_SECRET, &body))
+            .body(body)
+            .send()
+            .await
+            .expect("gateway answers");
+        r.status().as_u16()
     }
 
     async fn count(&self, sql: &str) -> i64 {
@@ -77,8 +82,15 @@ impl Cluster {
     }
 
     async fn dead_letters(&self) -> i64 {
-        let mut c = self.queue.connection();
-        redis::cmd("XLEN").arg(self.queue.dead_letter_key()).query_async(&mut c).await.expect("xlen")
+        // The first command after a Redis restart may meet the old connection's broken pipe.
+        for _ in 0..3 {
+            let mut c = self.queue.connection();
+            if let Ok(n) = redis::cmd("XLEN").arg(self.queue.dead_letter_key()).query_async(&mut c).await {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("no answer from Redis for XLEN of the dead letters")
     }
 
     /// Waits (up to `secs`) until no message is pending and no reply is in flight.
@@ -188,4 +200,57 @@ async fn kill_9_of_a_worker_mid_burst_loses_nothing_and_sends_nothing_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_short_grace_mid_burst_loses_nothing_and_sends_nothing_twice() {
     burst_with_a_worker_stopped("sigterm", |s| s.worker.shutdown_grace_ms = 300, true).await;
+}
+
+/// The status of `GET http://{addr}/readyz` (0: no answer).
+async fn ready(addr: &str) -> u16 {
+    let r = reqwest::Client::new().get(format!("http://{addr}/readyz")).timeout(Duration::from_secs(2)).send().await;
+    r.map(|r| r.status().as_u16()).unwrap_or(0)
+}
+
+async fn wait_ready(addr: &str, want: u16, secs: u64, what: &str) {
+    let t = Instant::now();
+    while ready(addr).await != want {
+        assert!(t.elapsed() < Duration::from_secs(secs), "{what}: /readyz of {addr} is not {want} after {secs} s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_empty_the_group_is_recreated_readiness_tells_the_truth_and_nothing_accepted_is_lost() {
+    let dir = scratch("redis-loss");
+    let mut redis = RedisServer::start(&dir, "redis", &[]).await;
+    let probes = free_addr();
+    let url = redis.url();
+    let p = probes.clone();
+    let c = Cluster::start("redis-loss", 1, move |s| {
+        s.redis_url = url;
+        s.worker.metrics_listen = p;
+    })
+    .await;
+    let gateway = c.settings.gateway.listen.clone();
+    let before = senders(3);
+    c.post_one_each(&before).await;
+    c.wait_settled(3, 60).await;
+    wait_ready(&probes, 200, 10, "worker, all well").await;
+    wait_ready(&gateway, 200, 10, "gateway, all well").await;
+
+    redis.kill9();
+    wait_ready(&probes, 503, 15, "worker, Redis gone").await;
+    wait_ready(&gateway, 503, 15, "gateway, Redis gone").await;
+    assert_ne!(c.post_from("447700906000").await, 200, "nothing is acknowledged while Redis is gone");
+
+    redis.restart().await; // empty: no stream, no group, no dedup keys
+    wait_ready(&probes, 200, 20, "worker, Redis back (group recreated)").await;
+    let after: Vec<String> = (0..3).map(|i| format!("4477009061{i:02}")).collect();
+    c.post_one_each(&after).await;
+    // A platform redelivery of a message answered before the loss (its dedup key is gone).
+    assert_eq!(c.post_from(&before[0]).await, 200);
+    c.wait_settled(6, 60).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let all: Vec<String> = before.iter().chain(after.iter()).cloned().collect();
+    let o = c.outcome(&all).await;
+    assert!(o.lost.is_empty() && o.duplicated.is_empty() && o.wrong.is_empty() && o.answered == 6, "{o:?}");
+    assert!(c.workers[0].logged().contains("recreating it"), "the worker says what happened");
+    assert_eq!(c.dead_letters().await, 0);
 }

@@ -18,6 +18,9 @@ pub enum Error {
     Redis(#[from] redis::RedisError),
     #[error("stream entry {id}: {message}")]
     BadEntry { id: String, message: String },
+    /// The entry is on the primary, but not yet on `queue.wait_replicas` replicas.
+    #[error("{got} of {wanted} replicas (queue.wait_replicas) had the entry within queue.wait_timeout_ms")]
+    NotDurable { wanted: u32, got: u32 },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -128,6 +131,13 @@ impl Queue {
         self.conn.clone()
     }
 
+    /// Recreates the consumer group after Redis lost it (restarted without its data): from the
+    /// start of whatever the stream holds now, so what the gateway accepted since is read.
+    async fn recreate_group(&self) -> Result<()> {
+        tracing::warn!(stream = %self.stream, group = %self.cfg.group, "the consumer group is gone (Redis lost its data?); recreating it");
+        self.ensure_group().await
+    }
+
     async fn ensure_group(&self) -> Result<()> {
         let mut c = self.conn.clone();
         let r: redis::RedisResult<()> =
@@ -160,7 +170,50 @@ impl Queue {
             .arg(message_id)
             .invoke_async(&mut c)
             .await?;
+        if id.is_some() && self.cfg.wait_replicas > 0 {
+            let got: u32 = redis::cmd("WAIT").arg(self.cfg.wait_replicas).arg(self.cfg.wait_timeout_ms).query_async(&mut c).await?;
+            if got < self.cfg.wait_replicas {
+                // Not durable as asked: the platform will deliver the webhook again, and then it
+                // must be enqueued again rather than taken for a duplicate.
+                let _: i64 = redis::cmd("DEL").arg(self.key(&format!("seen:{platform}:{message_id}"))).query_async(&mut c).await?;
+                return Err(Error::NotDurable { wanted: self.cfg.wait_replicas, got });
+            }
+        }
         Ok(id)
+    }
+
+    /// What a webhook acknowledged with 200 survives, in one sentence (for start-up logs and
+    /// `/readyz`): the server's persistence as far as it tells (`CONFIG GET` may be disabled) and
+    /// `queue.wait_replicas`. The second value is false when a Redis restart can lose entries.
+    pub async fn durability(&self) -> (String, bool) {
+        let mut c = self.conn.clone();
+        let get = |name: &'static str| {
+            let mut c = c.clone();
+            async move {
+                let v: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut c).await;
+                v.ok().and_then(|v| v.get(1).cloned())
+            }
+        };
+        let (aof, fsync) = (get("appendonly").await, get("appendfsync").await);
+        let info: String = redis::cmd("INFO").arg("replication").query_async(&mut c).await.unwrap_or_default();
+        let replicas = info.lines().find_map(|l| l.strip_prefix("connected_slaves:")).and_then(|v| v.trim().parse::<u32>().ok());
+        let n = self.cfg.wait_replicas;
+        match (n, aof.as_deref(), fsync.as_deref()) {
+            (n, _, _) if n > 0 => (format!("a webhook is acknowledged once {n} replica(s) have its entry (queue.wait_replicas)"), true),
+            (_, Some("yes"), Some("always")) => ("each entry is fsynced to Redis's append-only file before its webhook is acknowledged".into(), true),
+            (_, Some("yes"), _) => (
+                "entries reach Redis's append-only file within about a second: a Redis crash can lose the last second of acknowledged webhooks (appendfsync always, or queue.wait_replicas, closes that)".into(),
+                false,
+            ),
+            (_, Some(_), _) => (
+                format!(
+                    "entries live in Redis's memory only ({} replica(s), not waited for): a Redis restart loses acknowledged webhooks not yet answered (appendonly yes + appendfsync always, or queue.wait_replicas, closes that)",
+                    replicas.unwrap_or(0)
+                ),
+                false,
+            ),
+            (_, None, _) => ("Redis does not say how it persists (CONFIG GET is disabled); set queue.wait_replicas to be sure".into(), false),
+        }
     }
 
     /// Whether platform message `message_id` was enqueued already (within the dedup window).
@@ -205,7 +258,13 @@ impl Queue {
     pub async fn read(&self, consumer: &str, count: usize, block_ms: u64) -> Result<Vec<Delivery>> {
         let mut c = self.reader.clone().unwrap_or_else(|| self.conn.clone());
         let opts = StreamReadOptions::default().group(&self.cfg.group, consumer).count(count).block(block_ms as usize);
-        let reply: Option<StreamReadReply> = c.xread_options(&[&self.stream], &[">"], &opts).await?;
+        let reply: Option<StreamReadReply> = match c.xread_options(&[&self.stream], &[">"], &opts).await {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.recreate_group().await?;
+                return Ok(Vec::new());
+            }
+            r => r?,
+        };
         let mut out = Vec::new();
         for key in reply.map(|r| r.keys).unwrap_or_default() {
             for id in key.ids {
@@ -219,7 +278,7 @@ impl Queue {
     /// presumed dead).
     pub async fn claim_stale(&self, consumer: &str, count: usize) -> Result<Vec<Delivery>> {
         let mut c = self.conn.clone();
-        let reply: StreamAutoClaimReply = c
+        let reply: StreamAutoClaimReply = match c
             .xautoclaim_options(
                 &self.stream,
                 &self.cfg.group,
@@ -228,7 +287,14 @@ impl Queue {
                 "0-0",
                 StreamAutoClaimOptions::default().count(count),
             )
-            .await?;
+            .await
+        {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.recreate_group().await?;
+                return Ok(Vec::new());
+            }
+            r => r?,
+        };
         let mut out = Vec::new();
         for id in reply.claimed {
             let n = self.delivery_count(&id.id).await?;

@@ -72,6 +72,8 @@ pub struct Worker {
     channels: Arc<RwLock<HashMap<i64, Arc<Channel>>>>,
     /// Ids of the entries this worker has taken and not yet settled (touched by the heartbeat).
     in_flight: Arc<Mutex<HashSet<String>>>,
+    /// Where it says whether it can read the turn stream (the process's `/readyz`).
+    health: herd_core::Health,
 }
 
 impl Worker {
@@ -85,7 +87,28 @@ impl Worker {
         policy: Arc<dyn PolicyHook>,
     ) -> Self {
         let sender = SendClient::new(settings.platforms.clone());
-        Self { name, settings, store, queue, sender, engine, policy, channels: Arc::default(), in_flight: Arc::default() }
+        Self {
+            name,
+            settings,
+            store,
+            queue,
+            sender,
+            engine,
+            policy,
+            channels: Arc::default(),
+            in_flight: Arc::default(),
+            health: Default::default(),
+        }
+    }
+
+    /// Reports to `health` (shared with the process's probes) as part `worker <name>`.
+    pub fn with_health(mut self, health: herd_core::Health) -> Self {
+        self.health = health;
+        self
+    }
+
+    fn part(&self) -> String {
+        format!("worker {}", self.name)
     }
 
     pub(crate) async fn channel(&self, id: i64) -> Result<Arc<Channel>, WorkerError> {
@@ -110,9 +133,11 @@ impl Worker {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "no Redis connection for reading; worker not started");
+                self.health.failing(&self.part(), format!("no Redis connection for reading: {e}"));
                 return;
             }
         };
+        self.health.ok(&self.part());
         let heartbeat = liveness::start(&self);
         tracing::info!(worker = %self.name, "worker started");
         while !*shutdown.borrow() {
@@ -137,9 +162,13 @@ impl Worker {
                 let read = reader.read(&self.name, free.min(cfg.read_batch), cfg.block_ms);
                 tokio::select! {
                     r = read => match r {
-                        Ok(b) => batch = b,
+                        Ok(b) => {
+                            self.health.ok(&self.part());
+                            batch = b;
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "reading the stream failed");
+                            self.health.failing(&self.part(), format!("reading the turn stream failed: {e}"));
                             tokio::time::sleep(Duration::from_millis(500)).await;
                         }
                     },
@@ -187,6 +216,7 @@ impl Worker {
         // What is unfinished stays pending; with this worker known to be stopped, its locks are
         // taken over at once instead of waited out.
         drop(heartbeat);
+        self.health.remove(&self.part());
         if let Err(e) = self.queue.stopped(&self.name).await {
             tracing::warn!(error = %e, "could not say this worker stopped; its locks expire in queue.heartbeat_ms × 3");
         }
