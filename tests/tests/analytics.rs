@@ -357,7 +357,7 @@ async fn analytics_equal_counts_computed_independently_and_csv_equals_json() {
     assert!(theirs > 0);
     let actor = herd_store::admin::Actor { key_id: None, name: "test".into() };
     let gone = herd.store.delete_user_data(&actor, None, "whatsapp", "u0").await.expect("delete");
-    assert_eq!(gone.users, 1);
+    assert_eq!(gone.deleted.users, 1);
     let after = json(format!("volume?{RANGE}")).await;
     let total_after: i64 = after["days"].as_array().expect("rows").iter().map(|r| r["messages_in"].as_i64().expect("n")).sum();
     assert_eq!(total_after, total_in - theirs);

@@ -432,15 +432,16 @@ pub async fn delete_user(State(st): State<AppState>, Extension(c): Extension<Cal
     }
     let external_id = b.str("external_id")?;
     let tenant_id = b.opt_i64("tenant_id")?;
-    let d = st.store.delete_user_data(&c.actor(), tenant_id, &platform, &external_id).await?;
-    let redis_keys = st
-        .queue
-        .forget_user(&platform, &external_id)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e}")))?;
+    // PostgreSQL first: the erasure it records cancels turns in flight, including any whose
+    // stream entry arrives after the Redis clean-up below.
+    let e = st.store.delete_user_data(&c.actor(), tenant_id, &platform, &external_id).await?;
+    let f = st.queue.forget_user(&platform, &external_id, &e.conversations, &e.message_ids, &e.tenants).await.map_err(|e| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e} (PostgreSQL is erased; call again to finish Redis)"))
+    })?;
     Ok(Json(json!({
-        "database": d,
-        "redis_keys": redis_keys,
-        "note": "active-user counters are HyperLogLog sketches: they hold no identifier that could be read back or removed",
+        "database": e.deleted,
+        "redis_keys": f.keys,
+        "stream_entries": f.stream_entries,
+        "note": "turns of this user in flight are cancelled and never write again; active-user counters are HyperLogLog sketches: they hold no identifier that could be read back or removed",
     })))
 }

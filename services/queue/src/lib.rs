@@ -55,6 +55,15 @@ impl Entry {
     }
 }
 
+/// What [`Queue::forget_user`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Forgotten {
+    /// Keys deleted.
+    pub keys: u64,
+    /// Entries deleted from the turn and dead-letter streams.
+    pub stream_entries: u64,
+}
+
 /// The outcome of taking a conversation lock.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lock {
@@ -325,10 +334,22 @@ impl Queue {
         }
     }
 
-    /// Acknowledges an entry: it is done.
+    /// Acknowledges an entry: it is done, and deleted from the stream (the user's words do not
+    /// linger in Redis once PostgreSQL has them).
     pub async fn ack(&self, id: &str) -> Result<()> {
         let mut c = self.conn.clone();
-        let _: i64 = c.xack(&self.stream, &self.cfg.group, &[id]).await?;
+        let _: () = redis::pipe()
+            .cmd("XACK")
+            .arg(&self.stream)
+            .arg(&self.cfg.group)
+            .arg(id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&self.stream)
+            .arg(id)
+            .ignore()
+            .query_async(&mut c)
+            .await?;
         Ok(())
     }
 
@@ -343,8 +364,7 @@ impl Queue {
         let _: String = c
             .xadd_maxlen(&self.dead, StreamMaxlen::Approx(self.cfg.maxlen), "*", &[("data", data), ("reason", reason), ("source_id", id)])
             .await?;
-        let _: i64 = c.xack(&self.stream, &self.cfg.group, &[id]).await?;
-        Ok(())
+        self.ack(id).await
     }
 
     /// Takes the lock of a conversation for `owner` for `lock_ttl_ms`, or names who holds it.
@@ -509,28 +529,64 @@ impl Queue {
         Ok(redis::cmd("PFCOUNT").arg(&keys).query_async(&mut c).await?)
     }
 
-    /// Deletes the keys that name one platform user (rate-limit notices, conversation locks);
-    /// returns how many went. The active-user sketches keep no identifier and are left alone.
-    pub async fn forget_user(&self, platform: &str, user: &str) -> Result<u64> {
+    /// Removes what Redis holds about one platform user: the entries of the turn and dead-letter
+    /// streams that carry their messages or receipts, and the keys named after them — dedup keys
+    /// of their messages (`message_ids`, plus those of the entries found), locks and policy-notice
+    /// flags of their `conversations`, slow-down flags in `tenants`. The active-user sketches keep
+    /// no identifier and are left alone.
+    pub async fn forget_user(
+        &self,
+        platform: &str,
+        user: &str,
+        conversations: &[i64],
+        message_ids: &[String],
+        tenants: &[i64],
+    ) -> Result<Forgotten> {
         let mut c = self.conn.clone();
-        let mut gone = 0u64;
-        let glob = |s: &str| s.chars().flat_map(|ch| if "*?[]\\".contains(ch) { vec!['\\', ch] } else { vec![ch] }).collect::<String>();
-        let (platform, user) = (glob(platform), glob(user));
-        for pattern in [self.key(&format!("once:slowdown:*:{platform}:{user}")), self.key(&format!("lock:conv:*:{user}"))] {
-            let mut cursor: u64 = 0;
+        let mut forgotten = Forgotten::default();
+        let mut mids: Vec<String> = message_ids.to_vec();
+        for (stream, acked) in [(self.stream.clone(), true), (self.dead.clone(), false)] {
+            let mut from = "-".to_string();
             loop {
-                let (next, keys): (u64, Vec<String>) =
-                    redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query_async(&mut c).await?;
-                if !keys.is_empty() {
-                    gone += redis::cmd("DEL").arg(&keys).query_async::<u64>(&mut c).await?;
+                let page: redis::streams::StreamRangeReply =
+                    redis::cmd("XRANGE").arg(&stream).arg(&from).arg("+").arg("COUNT").arg(1000).query_async(&mut c).await?;
+                let Some(last) = page.ids.last() else { break };
+                from = format!("({}", last.id);
+                let mut gone = Vec::new();
+                for e in &page.ids {
+                    let data: Option<String> = e.get("data");
+                    let Some(entry) = data.and_then(|d| serde_json::from_str::<Entry>(&d).ok()) else { continue };
+                    match &entry.job {
+                        Job::Message { message, .. } if message.platform.as_str() == platform && message.sender == user => {
+                            mids.push(message.platform_message_id.clone());
+                            gone.push(e.id.clone());
+                        }
+                        Job::Status { status, .. } if status.platform.as_str() == platform && status.recipient.as_deref() == Some(user) => {
+                            gone.push(e.id.clone());
+                        }
+                        _ => {}
+                    }
                 }
-                if next == 0 {
-                    break;
+                if !gone.is_empty() {
+                    if acked {
+                        let _: i64 = redis::cmd("XACK").arg(&stream).arg(&self.cfg.group).arg(&gone).query_async(&mut c).await?;
+                    }
+                    forgotten.stream_entries += redis::cmd("XDEL").arg(&stream).arg(&gone).query_async::<u64>(&mut c).await?;
                 }
-                cursor = next;
             }
         }
-        Ok(gone)
+        let mut keys: Vec<String> = mids.iter().map(|m| self.key(&format!("seen:{platform}:{m}"))).collect();
+        for conv in conversations {
+            keys.push(self.key(&format!("lock:conv:{conv}")));
+            keys.push(self.key(&format!("once:policy-notice:{conv}")));
+        }
+        keys.extend(tenants.iter().map(|t| self.key(&format!("once:slowdown:{t}:{platform}:{user}"))));
+        keys.sort();
+        keys.dedup();
+        for chunk in keys.chunks(500) {
+            forgotten.keys += redis::cmd("DEL").arg(chunk).query_async::<u64>(&mut c).await?;
+        }
+        Ok(forgotten)
     }
 
     /// The tenant's monthly active users of `month` (`YYYY-MM`).

@@ -143,6 +143,19 @@ pub struct Deleted {
     pub policy_decisions: i64,
 }
 
+/// What an erasure found besides the rows it deleted: the names under which the user's data
+/// lives in Redis (for [`herd_queue::Queue::forget_user`]-style clean-up).
+#[derive(Clone, Debug, Default)]
+pub struct Erased {
+    pub deleted: Deleted,
+    /// The user's conversations (lock and policy-notice keys are named by them).
+    pub conversations: Vec<i64>,
+    /// The platform ids of the user's messages (dedup keys are named by them).
+    pub message_ids: Vec<String>,
+    /// The tenants the user was erased from (slow-down keys are named by them).
+    pub tenants: Vec<i64>,
+}
+
 /// Writes an audit row in `tx`.
 pub async fn audit(
     tx: &mut Transaction<'_, Postgres>,
@@ -650,9 +663,29 @@ impl Store {
 
     /// Deletes everything stored about one platform user of a tenant (every tenant when `None`):
     /// the user, their conversations, messages (both directions), reply outbox, delivery
-    /// receipts and policy decisions. Returns what was deleted.
-    pub async fn delete_user_data(&self, actor: &Actor, tenant_id: Option<i64>, platform: &str, external_id: &str) -> Result<Deleted> {
+    /// receipts and policy decisions; and records the erasure, so that turns of theirs in flight
+    /// never write again (see `erasures`). Returns what was deleted and where else to look.
+    pub async fn delete_user_data(&self, actor: &Actor, tenant_id: Option<i64>, platform: &str, external_id: &str) -> Result<Erased> {
         let mut tx = self.pool.begin().await?;
+        // One erasure or recording of this user at a time (see `record_inbound`).
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1 || ':' || $2))").bind(platform).bind(external_id).execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO erasures (tenant_id, platform, user_hash) VALUES ($1, $2, encode(sha256(convert_to($2 || ':' || $3, 'UTF8')), 'hex'))",
+        )
+        .bind(tenant_id)
+        .bind(platform)
+        .bind(external_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM erasures WHERE erased_at < now() - interval '8 days'").execute(&mut *tx).await?;
+        let tenants = sqlx::query_scalar(match tenant_id {
+            Some(_) => "SELECT id FROM tenants WHERE id = $1",
+            None => "SELECT id FROM tenants WHERE $1::BIGINT IS NULL",
+        })
+        .bind(tenant_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut erased = Erased { tenants, ..Default::default() };
         let users: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM users WHERE platform = $1 AND external_id = $2 AND ($3::BIGINT IS NULL OR tenant_id = $3) FOR UPDATE",
         )
@@ -666,6 +699,13 @@ impl Store {
             let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).bind(&users);
             let convs = "SELECT id FROM conversations WHERE user_id = ANY($1)";
             let msgs = format!("SELECT id FROM messages WHERE conversation_id IN ({convs})");
+            erased.conversations = sqlx::query_scalar(convs).bind(&users).fetch_all(&mut *tx).await?;
+            erased.message_ids = sqlx::query_scalar(sql!(
+                "SELECT platform_message_id FROM messages WHERE conversation_id IN ({convs}) AND direction = 'in' AND platform_message_id IS NOT NULL"
+            ))
+            .bind(&users)
+            .fetch_all(&mut *tx)
+            .await?;
             // The days this user appears in are rolled up again (their rollups count them).
             sqlx::query(sql!(
                 "DELETE FROM rollup_days WHERE day IN (
@@ -709,6 +749,7 @@ impl Store {
             .await?;
         audit(&mut tx, actor, "delete_user_data", "user", &target, None, json(&d)).await?;
         tx.commit().await?;
-        Ok(d)
+        erased.deleted = d;
+        Ok(erased)
     }
 }

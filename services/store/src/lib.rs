@@ -16,12 +16,23 @@ pub enum Error {
     Db(#[from] sqlx::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The user's data was erased after this message was sent or accepted: it is not recorded.
+    #[error("the sender's data was erased (privacy request) after this message arrived")]
+    Erased,
     /// A newer worker took the conversation over (see [`Fence`]): this one must stop writing.
     #[error("conversation {conversation}: fencing token {token} is stale (another worker took it over)")]
     Fenced { conversation: i64, token: i64 },
     /// A stored state that herd does not know (a CHECK constraint should have refused it).
     #[error("{column} holds {value:?}, which is not a state herd knows")]
     State { column: &'static str, value: String },
+}
+
+impl Error {
+    /// A write referred to a row that is gone (a foreign key violation): the conversation or
+    /// message it belongs to was deleted meanwhile, e.g. by an erasure.
+    pub fn refers_to_deleted_rows(&self) -> bool {
+        matches!(self, Error::Db(sqlx::Error::Database(d)) if d.is_foreign_key_violation())
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -197,17 +208,39 @@ impl Store {
 
     /// Records an inbound message (creating its user and conversation) with `status` and its
     /// position in the turn stream (`ms-seq`); a message already recorded is left as it is.
-    /// Returns the row.
+    /// Returns the row — or [`Error::Erased`] when the sender's data was erased after the message
+    /// was sent or accepted (`accepted_at_ms`): nothing of it is written.
     pub async fn record_inbound(
         &self,
         channel: &Channel,
         m: &InboundMessage,
         status: MessageStatus,
         stream_id: &str,
+        accepted_at_ms: i64,
     ) -> Result<InboundRow> {
         let (stream_ms, stream_seq) =
             stream_id.split_once('-').and_then(|(a, b)| Some((a.parse::<i64>().ok()?, b.parse::<i64>().ok()?))).unwrap_or((i64::MAX, 0));
         let mut tx = self.pool.begin().await?;
+        // Serialised with erasures of this user (`delete_user_data` takes the same lock).
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1 || ':' || $2))")
+            .bind(m.platform.as_str())
+            .bind(&m.sender)
+            .execute(&mut *tx)
+            .await?;
+        let erased: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM erasures WHERE platform = $1 AND user_hash = encode(sha256(convert_to($1 || ':' || $2, 'UTF8')), 'hex')
+               AND (tenant_id IS NULL OR tenant_id = $3) AND erased_at >= LEAST(to_timestamp($4 / 1000.0), to_timestamp($5)))",
+        )
+        .bind(m.platform.as_str())
+        .bind(&m.sender)
+        .bind(channel.tenant_id)
+        .bind(accepted_at_ms as f64)
+        .bind(m.timestamp as f64)
+        .fetch_one(&mut *tx)
+        .await?;
+        if erased {
+            return Err(Error::Erased);
+        }
         let user_id: i64 = sqlx::query_scalar(
             "INSERT INTO users (tenant_id, platform, external_id, name) VALUES ($1, $2, $3, $4)
              ON CONFLICT (tenant_id, platform, external_id) DO UPDATE SET name = COALESCE(EXCLUDED.name, users.name)
@@ -384,10 +417,11 @@ impl Store {
 
     /// Takes the next fencing token of a conversation (its lock was just taken).
     pub async fn take_fence(&self, conversation_id: i64) -> Result<Fence> {
-        let token: i64 = sqlx::query_scalar("UPDATE conversations SET fence = fence + 1 WHERE id = $1 RETURNING fence")
+        let token: Option<i64> = sqlx::query_scalar("UPDATE conversations SET fence = fence + 1 WHERE id = $1 RETURNING fence")
             .bind(conversation_id)
-            .fetch_one(&self.pool)
+            .fetch_optional(&self.pool)
             .await?;
+        let token = token.ok_or(Error::Erased)?;
         Ok(Fence { conversation: conversation_id, token })
     }
 
@@ -430,11 +464,13 @@ impl Store {
     /// (never send twice).
     pub async fn outbox_begin(&self, inbound_id: i64, reply: &str, fence: Fence) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        // The row lock on the conversation holds the token still until the reply is in.
-        let current: i64 = sqlx::query_scalar("SELECT fence FROM conversations WHERE id = $1 FOR SHARE")
+        // The row lock on the conversation holds the token still until the reply is in (and an
+        // erasure waits for it, or wins and leaves no conversation).
+        let current: Option<i64> = sqlx::query_scalar("SELECT fence FROM conversations WHERE id = $1 FOR SHARE")
             .bind(fence.conversation)
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+        let Some(current) = current else { return Err(Error::Erased) };
         if current != fence.token {
             return Err(Error::Fenced { conversation: fence.conversation, token: fence.token });
         }

@@ -41,6 +41,10 @@ pub enum WorkerError {
     /// Will never work: move the entry to the dead-letter stream with this reason.
     #[error("dead letter: {0}")]
     DeadLetter(String),
+    /// Must not go on: the sender's data was erased while the turn was in flight. Acknowledged;
+    /// nothing more is written or sent.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
 }
 
 impl From<herd_store::Error> for WorkerError {
@@ -48,6 +52,11 @@ impl From<herd_store::Error> for WorkerError {
         match e {
             // Another worker took the conversation over; it answers this message too.
             herd_store::Error::Fenced { .. } => WorkerError::Busy(e.to_string()),
+            herd_store::Error::Erased => WorkerError::Cancelled(e.to_string()),
+            // A row the turn writes under (conversation, message) was deleted: an erasure.
+            ref e if e.refers_to_deleted_rows() => {
+                WorkerError::Cancelled(format!("the records this turn belongs to were deleted (user data erased): {e}"))
+            }
             e => WorkerError::Transient(e.to_string()),
         }
     }
@@ -200,6 +209,7 @@ impl Worker {
                             Err(WorkerError::Transient(_)) => "transient",
                             Err(WorkerError::Busy(_)) => "busy",
                             Err(WorkerError::DeadLetter(_)) => "dead_letter",
+                            Err(WorkerError::Cancelled(_)) => "cancelled",
                         };
                         metrics::counter!("herd_turns_total", "outcome" => label).increment(1);
                         w.finish(&d, outcome).await;
@@ -241,7 +251,17 @@ impl Worker {
             // Recorded (as failed) even so: a message herd took is never lost from the records.
             if let herd_queue::Job::Message { channel_id, message, .. } = &d.entry.job {
                 let recorded = match self.channel(*channel_id).await {
-                    Ok(ch) => self.store.record_inbound(&ch, message, herd_core::MessageStatus::Pending, &d.id).await.map(|_| ()),
+                    Ok(ch) => match self
+                        .store
+                        .record_inbound(&ch, message, herd_core::MessageStatus::Pending, &d.id, d.entry.received_at_ms)
+                        .await
+                    {
+                        Err(herd_store::Error::Erased) => {
+                            self.finish(d, Err(WorkerError::Cancelled("the sender's data was erased".into()))).await;
+                            return None;
+                        }
+                        r => r.map(|_| ()),
+                    },
                     Err(_) => Ok(()),
                 };
                 if let Err(e) = recorded {
@@ -288,6 +308,12 @@ impl Worker {
                 tracing::debug!(id = %d.id, %reason, "left pending");
                 if let Err(e) = self.queue.keep_pending(&self.name, &d.id, d.deliveries.saturating_sub(1)).await {
                     tracing::warn!(error = %e, id = %d.id, "could not give back the delivery count");
+                }
+            }
+            Err(WorkerError::Cancelled(reason)) => {
+                tracing::info!(id = %d.id, %reason, "cancelled");
+                if let Err(e) = self.queue.ack(&d.id).await {
+                    tracing::error!(error = %e, id = %d.id, "ack failed");
                 }
             }
             Err(WorkerError::Transient(reason)) => {

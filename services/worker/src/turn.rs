@@ -36,7 +36,7 @@ pub(crate) async fn record(w: &Worker, d: &Delivery) -> Result<Recorded, WorkerE
             } else {
                 MessageStatus::Pending
             };
-            let row = w.store.record_inbound(&ch, message, status, &d.id).await?;
+            let row = w.store.record_inbound(&ch, message, status, &d.id, d.entry.received_at_ms).await?;
             Ok(match (*rate_limited, row.status) {
                 (true, _) => Recorded::RateLimited(ch),
                 (false, MessageStatus::Pending) => Recorded::Answer(ch, row),
