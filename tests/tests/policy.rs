@@ -28,7 +28,7 @@ async fn a_harmful_request_gets_the_category_message_and_nothing_is_generated() 
             .await
             .expect("row");
     assert_eq!(mode.as_deref(), Some("policy_message"));
-    assert_eq!(tokens, Some(0), "nothing generated");
+    assert_eq!(tokens, None, "nothing generated: no token counts recorded");
     assert!(decisions(&herd).await.iter().any(|d| d.1 == "violent-crimes" && d.2 == "refuse" && !d.3));
     herd.stop().await;
 }

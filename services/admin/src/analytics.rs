@@ -8,14 +8,15 @@
 //! 30 s old). Percentiles are nearest-rank over latency histograms whose buckets keep
 //! a value's 6 highest bits (exact below 64 ms, at most 1/32 low above). Latencies and tokens count
 //! each reply once (its first piece; the pieces of a split reply carry the same measurements).
-//! Active users per day count a user once per channel.
+//! Active users (per day, per country, and the last day / 7 days / month of the range) are distinct
+//! users who sent a message, all counted from the same rows.
 
 use crate::error::{ApiError, ApiResult};
 use crate::{AppState, rollup};
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use serde_json::{Map, Value, json};
 use sqlx::Row;
 use std::collections::HashMap;
@@ -138,14 +139,24 @@ fn int(r: &sqlx::postgres::PgRow, col: &str) -> Value {
 pub async fn volume(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
     let f = Filter::parse(&q)?;
     let pool = st.store.pool();
-    rollup::ensure(pool, f.from, f.to).await?;
-    let facts =
-        rollup::facts("rollup_volume", "day, tenant_id, channel_id, country, messages_in, messages_out, conversations, active_users");
-    let sums = "sum(f.messages_in)::BIGINT AS messages_in, sum(f.messages_out)::BIGINT AS messages_out, sum(f.conversations)::BIGINT AS conversations, sum(f.active_users)::BIGINT AS active_users";
+    // The summary's week and month reach before `from`.
+    let month_start = f.to.with_day(1).unwrap_or(f.to);
+    let week_start = f.to - chrono::Days::new(6);
+    rollup::ensure(pool, f.from.min(month_start).min(week_start), f.to).await?;
+    let facts = rollup::facts("rollup_volume", "day, tenant_id, channel_id, country, messages_in, messages_out, conversations");
+    let active = rollup::facts("rollup_active", "day, tenant_id, channel_id, country, user_id");
+    let sums = "sum(f.messages_in)::BIGINT AS messages_in, sum(f.messages_out)::BIGINT AS messages_out, sum(f.conversations)::BIGINT AS conversations";
     let rows = bind(q!("SELECT f.day::text AS day, {sums} FROM {facts} f WHERE {SCOPE} GROUP BY 1 ORDER BY 1"), &f).fetch_all(pool).await?;
+    let users: HashMap<String, i64> =
+        bind(q!("SELECT f.day::text AS day, count(DISTINCT f.user_id) AS n FROM {active} f WHERE {SCOPE} GROUP BY 1"), &f)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| (r.get::<String, _>("day"), r.get::<i64, _>("n")))
+            .collect();
     // Every day of the range, days without messages as zeros (charts need the gaps).
     let mut found: HashMap<String, &sqlx::postgres::PgRow> = rows.iter().map(|r| (r.get::<String, _>("day"), r)).collect();
-    let cols = ["messages_in", "messages_out", "conversations", "active_users"];
+    let cols = ["messages_in", "messages_out", "conversations"];
     let days: Vec<Value> = f
         .days()
         .into_iter()
@@ -153,6 +164,7 @@ pub async fn volume(State(st): State<AppState>, Query(q): Query<HashMap<String, 
             let r = found.remove(&d);
             let mut o = vec![("day", json!(d))];
             o.extend(cols.iter().map(|c| (*c, r.map_or(json!(0), |r| int(r, c)))));
+            o.push(("active_users", json!(users.get(&d).copied().unwrap_or(0))));
             obj(o)
         })
         .collect();
@@ -170,35 +182,41 @@ pub async fn volume(State(st): State<AppState>, Query(q): Query<HashMap<String, 
             ])
         })
         .collect();
-    let by_country: Vec<Value> = bind(q!("SELECT f.country, {sums} FROM {facts} f WHERE {SCOPE} GROUP BY 1 ORDER BY 2 DESC, 1"), &f)
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| {
-            obj(vec![
-                ("country", json!(r.get::<String, _>("country"))),
-                ("messages_in", int(r, "messages_in")),
-                ("active_users", int(r, "active_users")),
-            ])
-        })
-        .collect();
-    // Active users from the HyperLogLog sketches (exact counting would scan every message):
-    // the last day of the range, its last 7 days, and its month.
-    let tenants: Vec<i64> = match f.tenant_id {
-        Some(t) => vec![t],
-        None => st.store.tenants().await?.into_iter().map(|(id, _)| id).collect(),
+    let by_country: Vec<Value> = bind(
+        q!("SELECT v.country, v.messages_in, COALESCE(a.users, 0) AS active_users FROM
+              (SELECT f.country, sum(f.messages_in)::BIGINT AS messages_in FROM {facts} f WHERE {SCOPE} GROUP BY 1) v
+              LEFT JOIN (SELECT f.country, count(DISTINCT f.user_id) AS users FROM {active} f WHERE {SCOPE} GROUP BY 1) a ON a.country = v.country
+            ORDER BY 2 DESC, 1"),
+        &f,
+    )
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        obj(vec![
+            ("country", json!(r.get::<String, _>("country"))),
+            ("messages_in", int(r, "messages_in")),
+            ("active_users", int(r, "active_users")),
+        ])
+    })
+    .collect();
+    // Active users of the last day of the range, its last 7 days, and its month (to that day):
+    // distinct users who sent a message, from the same rows as the days above.
+    let distinct = |from: NaiveDate| {
+        let f = Filter { from, ..f.clone() };
+        let active = &active;
+        async move {
+            let r = bind(q!("SELECT count(DISTINCT f.user_id) AS n FROM {active} f WHERE {SCOPE}"), &f).fetch_one(pool).await?;
+            Ok::<i64, sqlx::Error>(r.get("n"))
+        }
     };
-    let last = f.to;
-    let week: Vec<String> = (0..7).map(|i| (last - chrono::Days::new(i)).to_string()).collect();
-    let redis = |e: herd_queue::Error| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e}"));
-    let hll = json!({
-        "day": st.queue.active_users(&tenants, &[last.to_string()]).await.map_err(redis)?,
-        "week": st.queue.active_users(&tenants, &week).await.map_err(redis)?,
-        "month": st.queue.monthly_active_users_of(&tenants, &last.format("%Y-%m").to_string()).await.map_err(redis)?,
-        "source": "hyperloglog",
-        "per_channel": false,
+    let summary = json!({
+        "day": distinct(f.to).await?,
+        "week": distinct(week_start).await?,
+        "month": distinct(month_start).await?,
+        "source": "messages",
     });
-    let v = json!({ "from": f.from.to_string(), "to": f.to.to_string(), "days": days, "by_channel": by_channel, "by_country": by_country, "active_users": hll });
+    let v = json!({ "from": f.from.to_string(), "to": f.to.to_string(), "days": days, "by_channel": by_channel, "by_country": by_country, "active_users": summary });
     respond(&f, v, "days")
 }
 
@@ -258,9 +276,11 @@ pub async fn policy(State(st): State<AppState>, Query(q): Query<HashMap<String, 
         .iter()
         .map(|r| obj(vec![("category", json!(r.get::<String, _>("category"))), ("count", int(r, "count"))]))
         .collect();
+    // Blocks count messages (a message two blocking rules matched is one block); the rules that
+    // matched are counted apart (`blocks_by_rule`).
+    let blocked = rollup::facts("rollup_blocks", "day, tenant_id, channel_id, country, action, messages");
     let blocks: Vec<Value> = bind(
-        q!("SELECT f.country, f.action, sum(f.n)::BIGINT AS count FROM {facts} f WHERE {SCOPE} AND NOT f.shadow
-            AND f.action IN ('blocked_region', 'blocked_feature', 'blocked_license') GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"),
+        q!("SELECT f.country, f.action, sum(f.messages)::BIGINT AS count FROM {blocked} f WHERE {SCOPE} GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"),
         &f,
     )
     .fetch_all(pool)
@@ -269,6 +289,23 @@ pub async fn policy(State(st): State<AppState>, Query(q): Query<HashMap<String, 
     .map(|r| {
         obj(vec![
             ("country", json!(r.get::<String, _>("country"))),
+            ("action", json!(r.get::<String, _>("action"))),
+            ("count", int(r, "count")),
+        ])
+    })
+    .collect();
+    let blocks_by_rule: Vec<Value> = bind(
+        q!("SELECT f.pack, f.rule, f.action, sum(f.n)::BIGINT AS count FROM {facts} f WHERE {SCOPE} AND NOT f.shadow
+            AND f.action IN ('blocked_region', 'blocked_feature', 'blocked_license') GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3"),
+        &f,
+    )
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        obj(vec![
+            ("pack", json!(r.get::<String, _>("pack"))),
+            ("rule", json!(r.get::<String, _>("rule"))),
             ("action", json!(r.get::<String, _>("action"))),
             ("count", int(r, "count")),
         ])
@@ -295,12 +332,14 @@ pub async fn policy(State(st): State<AppState>, Query(q): Query<HashMap<String, 
         .await?;
     let (replies, balanced) = (r.get::<Option<i64>, _>("replies").unwrap_or(0), r.get::<Option<i64>, _>("balanced").unwrap_or(0));
     let days: Vec<Value> = bind(
-        q!("SELECT f.day::text AS day,
-                   sum(f.n) FILTER (WHERE NOT f.shadow AND f.action = 'refuse')::BIGINT AS refusals,
-                   sum(f.n) FILTER (WHERE NOT f.shadow AND f.action = 'balanced')::BIGINT AS balanced,
-                   sum(f.n) FILTER (WHERE NOT f.shadow AND f.action IN ('blocked_region', 'blocked_feature', 'blocked_license'))::BIGINT AS blocks,
-                   sum(f.n) FILTER (WHERE f.shadow)::BIGINT AS shadow
-            FROM {facts} f WHERE {SCOPE} GROUP BY 1 ORDER BY 1"),
+        q!("SELECT p.day, p.refusals, p.balanced, COALESCE(b.blocks, 0) AS blocks, p.shadow FROM
+              (SELECT f.day::text AS day,
+                      sum(f.n) FILTER (WHERE NOT f.shadow AND f.action = 'refuse')::BIGINT AS refusals,
+                      sum(f.n) FILTER (WHERE NOT f.shadow AND f.action = 'balanced')::BIGINT AS balanced,
+                      sum(f.n) FILTER (WHERE f.shadow)::BIGINT AS shadow
+               FROM {facts} f WHERE {SCOPE} GROUP BY 1) p
+              LEFT JOIN (SELECT f.day::text AS day, sum(f.messages)::BIGINT AS blocks FROM {blocked} f WHERE {SCOPE} GROUP BY 1) b ON b.day = p.day
+            ORDER BY 1"),
         &f,
     )
     .fetch_all(pool)
@@ -311,7 +350,8 @@ pub async fn policy(State(st): State<AppState>, Query(q): Query<HashMap<String, 
     let share = if replies > 0 { balanced as f64 / replies as f64 } else { 0.0 };
     let v = json!({
         "from": f.from.to_string(), "to": f.to.to_string(), "days": days, "refusals_by_category": refusals,
-        "replies": replies, "balanced_replies": balanced, "balanced_share": share, "blocks_by_country": blocks, "shadow": shadow,
+        "replies": replies, "balanced_replies": balanced, "balanced_share": share, "blocks_by_country": blocks,
+        "blocks_by_rule": blocks_by_rule, "shadow": shadow,
     });
     respond(&f, v, "days")
 }
@@ -392,14 +432,18 @@ pub async fn delivery(State(st): State<AppState>, Query(q): Query<HashMap<String
     let pool = st.store.pool();
     rollup::ensure(pool, f.from, f.to).await?;
     // Deliveries of herd's messages sent in the range; the funnel counts each message at every
-    // stage it passed (read implies delivered).
+    // stage it passed (read implies delivered). Replies the Send API refused never got a message
+    // id: they are `refused`, and among the `failed` with the platform's code.
     let facts = rollup::facts("rollup_delivery", "day, tenant_id, channel_id, state, error_code, error_title, n");
-    let counts = "sum(f.n)::BIGINT AS sent, sum(f.n) FILTER (WHERE f.state IN ('delivered', 'read'))::BIGINT AS delivered,
-                  sum(f.n) FILTER (WHERE f.state = 'read')::BIGINT AS read, sum(f.n) FILTER (WHERE f.state = 'failed')::BIGINT AS failed,
+    let counts = "sum(f.n) FILTER (WHERE f.state <> 'refused')::BIGINT AS sent,
+                  sum(f.n) FILTER (WHERE f.state IN ('delivered', 'read'))::BIGINT AS delivered,
+                  sum(f.n) FILTER (WHERE f.state = 'read')::BIGINT AS read,
+                  sum(f.n) FILTER (WHERE f.state IN ('failed', 'refused'))::BIGINT AS failed,
+                  sum(f.n) FILTER (WHERE f.state = 'refused')::BIGINT AS refused,
                   sum(f.n) FILTER (WHERE f.state IN ('accepted', 'sent'))::BIGINT AS pending";
     let r = bind(q!("SELECT {counts} FROM {facts} f WHERE {SCOPE}"), &f).fetch_one(pool).await?;
     let failures: Vec<Value> = bind(
-        q!("SELECT f.error_code, f.error_title AS title, sum(f.n)::BIGINT AS count FROM {facts} f WHERE {SCOPE} AND f.state = 'failed' GROUP BY 1, 2 ORDER BY 3 DESC, 1"),
+        q!("SELECT f.error_code, f.error_title AS title, sum(f.n)::BIGINT AS count FROM {facts} f WHERE {SCOPE} AND f.state IN ('failed', 'refused') GROUP BY 1, 2 ORDER BY 3 DESC, 1"),
         &f,
     )
     .fetch_all(pool)
@@ -418,12 +462,13 @@ pub async fn delivery(State(st): State<AppState>, Query(q): Query<HashMap<String
                 ("delivered", int(r, "delivered")),
                 ("read", int(r, "read")),
                 ("failed", int(r, "failed")),
+                ("refused", int(r, "refused")),
             ])
         })
         .collect();
     let v = json!({
         "from": f.from.to_string(), "to": f.to.to_string(), "sent": int(&r, "sent"), "delivered": int(&r, "delivered"), "read": int(&r, "read"),
-        "failed": int(&r, "failed"), "pending": int(&r, "pending"), "failures": failures, "days": days,
+        "failed": int(&r, "failed"), "refused": int(&r, "refused"), "pending": int(&r, "pending"), "failures": failures, "days": days,
     });
     respond(&f, v, "days")
 }

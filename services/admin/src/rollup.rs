@@ -71,23 +71,53 @@ pub fn policy_facts() -> String {
         .to_string()
 }
 
-/// Delivery states of herd's messages per day sent, tenant, channel and failure.
+/// Delivery states of herd's messages per day sent, tenant, channel and failure; replies the Send
+/// API refused (no message id, so no receipts) count as `refused` on the day their reply began.
 pub fn delivery_facts() -> String {
     format!(
         "SELECT {DAY} AS day, ch.tenant_id, m.channel_id, d.state, d.error_code, COALESCE(d.error_title, '') AS error_title, count(*) AS n
          FROM deliveries d JOIN messages m ON m.id = d.message_id JOIN channels ch ON ch.id = m.channel_id
-         WHERE m.created_at >= $1 AND m.created_at < $2 GROUP BY 1, 2, 3, 4, 5, 6"
+         WHERE m.created_at >= $1 AND m.created_at < $2 GROUP BY 1, 2, 3, 4, 5, 6
+         UNION ALL
+         SELECT (o.created_at AT TIME ZONE 'UTC')::date, ch.tenant_id, m.channel_id, 'refused', o.error_code, COALESCE(o.error_title, ''), count(*)
+         FROM outbox o JOIN messages m ON m.id = o.inbound_id JOIN channels ch ON ch.id = m.channel_id
+         WHERE o.created_at >= $1 AND o.created_at < $2 AND o.state IN ('failed', 'expired') GROUP BY 1, 2, 3, 4, 5, 6"
+    )
+}
+
+/// Blocked messages per day, tenant, channel, country and action: a message matched by several
+/// blocking rules counts once (under the first of their actions).
+pub fn blocks_facts() -> String {
+    "SELECT day, tenant_id, channel_id, country, action, count(*) AS messages FROM (
+       SELECT DISTINCT ON (d.message_id) (d.created_at AT TIME ZONE 'UTC')::date AS day, d.tenant_id, c.channel_id,
+              COALESCE(d.country, 'unknown') AS country, d.action
+       FROM policy_decisions d LEFT JOIN conversations c ON c.id = d.conversation_id
+       WHERE d.created_at >= $1 AND d.created_at < $2 AND NOT d.shadow AND d.action IN ('blocked_region', 'blocked_feature', 'blocked_license')
+       ORDER BY d.message_id, d.action) b
+     GROUP BY 1, 2, 3, 4, 5"
+        .to_string()
+}
+
+/// Who was active (sent a message) each day, per tenant, channel and country: the one source of
+/// every active-user count.
+pub fn active_facts() -> String {
+    format!(
+        "SELECT DISTINCT {DAY} AS day, ch.tenant_id, m.channel_id, COALESCE(c.country, 'unknown') AS country, c.user_id
+         FROM messages m JOIN channels ch ON ch.id = m.channel_id JOIN conversations c ON c.id = m.conversation_id
+         WHERE m.created_at >= $1 AND m.created_at < $2 AND m.direction = 'in'"
     )
 }
 
 /// `(rollup table, facts query)` of every rollup.
-fn rollups() -> [(&'static str, String); 5] {
+fn rollups() -> [(&'static str, String); 7] {
     [
         ("rollup_volume", volume_facts()),
         ("rollup_latency", latency_facts()),
         ("rollup_replies", replies_facts()),
         ("rollup_policy", policy_facts()),
         ("rollup_delivery", delivery_facts()),
+        ("rollup_blocks", blocks_facts()),
+        ("rollup_active", active_facts()),
     ]
 }
 

@@ -77,8 +77,12 @@ pub struct ReplyMetrics {
     pub generation_ms: i32,
     pub send_ms: i32,
     pub end_to_end_ms: i32,
-    /// How the reply was made (standard, balanced, balanced_regenerated, policy_message).
+    /// How the reply was made (standard, balanced, balanced_regenerated, policy_message,
+    /// slow_down).
     pub prompt_mode: Option<String>,
+    /// The model generated for it: tokens, time to first token and generation time are stored
+    /// (otherwise they are NULL and stay out of the model and latency analytics).
+    pub generated: bool,
 }
 
 /// One policy rule that matched, for the audit trail.
@@ -483,6 +487,18 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Keeps what the platform said when it refused a reply (its code and message), for the
+    /// delivery analytics.
+    pub async fn outbox_refusal(&self, inbound_id: i64, code: Option<i64>, title: &str) -> Result<()> {
+        sqlx::query("UPDATE outbox SET error_code = $2, error_title = $3 WHERE inbound_id = $1")
+            .bind(inbound_id)
+            .bind(code)
+            .bind(title)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Moves a started reply between `sending` (a try may be in flight) and `retrying` (the last
     /// try was refused), counting tries.
     pub async fn outbox_progress(&self, inbound_id: i64, state: OutboxState, attempts: i32, error: Option<&str>) -> Result<()> {
@@ -576,11 +592,11 @@ impl Store {
         .bind(body)
         .bind(inbound.id)
         .bind(part)
-        .bind(metrics.tokens_in)
-        .bind(metrics.tokens_out)
+        .bind(metrics.generated.then_some(metrics.tokens_in))
+        .bind(metrics.generated.then_some(metrics.tokens_out))
         .bind(metrics.queue_wait_ms)
-        .bind(metrics.ttft_ms)
-        .bind(metrics.generation_ms)
+        .bind(metrics.generated.then_some(metrics.ttft_ms))
+        .bind(metrics.generated.then_some(metrics.generation_ms))
         .bind(metrics.send_ms)
         .bind(metrics.end_to_end_ms)
         .bind(&metrics.prompt_mode)

@@ -84,6 +84,9 @@ pub(crate) async fn send(w: &Worker, ch: &Channel, to: &str, reply: Reply<'_>, m
                 Err(e) => e,
             };
             let msg = e.to_string();
+            if e.action() != SendAction::Retry {
+                w.store.outbox_refusal(id, e.code, &e.message).await?;
+            }
             match e.action() {
                 SendAction::OutsideWindow => {
                     w.store.outbox_finish(id, OutboxState::Expired, attempts, Some(&msg), MessageStatus::Failed).await?;
@@ -97,6 +100,7 @@ pub(crate) async fn send(w: &Worker, ch: &Channel, to: &str, reply: Reply<'_>, m
             }
             let wait = retry_delay(&w.settings.worker, tries, e.retry_after);
             if first_try.elapsed() + wait > window {
+                w.store.outbox_refusal(id, e.code, &e.message).await?;
                 let why = format!("{msg} (still failing when worker.send_retry_window_ms = {} ran out)", window.as_millis());
                 w.store.outbox_finish(id, OutboxState::Failed, attempts, Some(&why), MessageStatus::Failed).await?;
                 return Err(WorkerError::DeadLetter(why));

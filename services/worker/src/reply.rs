@@ -94,6 +94,7 @@ pub(crate) async fn answer(
                     ttft_ms: g.ttft_ms as i32,
                     generation_ms: g.generation_ms as i32,
                     prompt_mode: Some(mode.into()),
+                    generated: true,
                     ..Default::default()
                 };
                 let (out, recs) = tracing::info_span!("policy.output", attempt)

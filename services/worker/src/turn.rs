@@ -14,7 +14,7 @@ pub(crate) enum Recorded {
     /// Nothing more to do (a status applied, a message ignored).
     Done,
     /// A rate-limited message, recorded.
-    RateLimited(Arc<Channel>),
+    RateLimited(Arc<Channel>, InboundRow),
     /// A message to answer.
     Answer(Arc<Channel>, InboundRow),
 }
@@ -37,8 +37,14 @@ pub(crate) async fn record(w: &Worker, d: &Delivery) -> Result<Recorded, WorkerE
                 MessageStatus::Pending
             };
             let row = w.store.record_inbound(&ch, message, status, &d.id, d.entry.received_at_ms).await?;
+            // Every user is placed once known, answered or not (a reaction, a rate-limited text).
+            if ch.platform == herd_core::Platform::Whatsapp
+                && let Some(country) = herd_policies::region::country_of_phone(&message.sender)
+            {
+                w.store.set_conversation_country(row.conversation_id, &country).await?;
+            }
             Ok(match (*rate_limited, row.status) {
-                (true, _) => Recorded::RateLimited(ch),
+                (true, _) => Recorded::RateLimited(ch, row),
                 (false, MessageStatus::Pending) => Recorded::Answer(ch, row),
                 _ => Recorded::Done,
             })
@@ -51,18 +57,40 @@ pub(crate) async fn process(w: &Worker, d: &Delivery, r: Recorded) -> Result<(),
     let Job::Message { tenant_id, message, .. } = &d.entry.job else { return Ok(()) };
     match r {
         Recorded::Done => Ok(()),
-        Recorded::RateLimited(ch) => slow_down(w, &ch, *tenant_id, message).await,
+        Recorded::RateLimited(ch, row) => slow_down(w, &ch, *tenant_id, message, &row, d.entry.received_at_ms).await,
         Recorded::Answer(ch, row) => converse(w, &ch, message, &row, d.entry.received_at_ms).await,
     }
 }
 
-/// At most one "slow down" reply per sender per minute; nothing generated.
-async fn slow_down(w: &Worker, ch: &Channel, tenant_id: i64, m: &InboundMessage) -> Result<(), WorkerError> {
-    if w.queue.once_per(&format!("slowdown:{tenant_id}:{}:{}", m.platform.as_str(), m.sender), 60).await? {
-        let r = ChannelRef { platform: ch.platform, external_id: &ch.external_id, access_token: &ch.access_token };
-        if let Err(e) = w.sender.send_text(&r, &m.sender, &w.settings.limits.slow_down_text).await {
-            tracing::warn!(error = %e, "slow-down reply failed");
+/// At most one "slow down" reply per sender per minute; nothing generated. Recorded like every
+/// message herd sends (a reply to the rate-limited message, `prompt_mode` slow_down).
+async fn slow_down(
+    w: &Worker,
+    ch: &Channel,
+    tenant_id: i64,
+    m: &InboundMessage,
+    row: &InboundRow,
+    received_at_ms: i64,
+) -> Result<(), WorkerError> {
+    if !w.queue.once_per(&format!("slowdown:{tenant_id}:{}:{}", m.platform.as_str(), m.sender), 60).await? {
+        return Ok(());
+    }
+    let r = ChannelRef { platform: ch.platform, external_id: &ch.external_id, access_token: &ch.access_token };
+    let text = &w.settings.limits.slow_down_text;
+    let started = std::time::Instant::now();
+    let queue_wait_ms = (reply::now_ms() - received_at_ms).max(0) as i32;
+    match w.sender.send_text(&r, &m.sender, text).await {
+        Ok(platform_id) => {
+            let metrics = herd_store::ReplyMetrics {
+                queue_wait_ms,
+                send_ms: started.elapsed().as_millis() as i32,
+                end_to_end_ms: (reply::now_ms() - received_at_ms).max(0) as i32,
+                prompt_mode: Some("slow_down".into()),
+                ..Default::default()
+            };
+            w.store.record_outbound(row, ch.id, 0, text, platform_id.as_deref(), &metrics).await?;
         }
+        Err(e) => tracing::warn!(error = %e, "slow-down reply failed"),
     }
     Ok(())
 }
