@@ -191,6 +191,8 @@ impl App {
         let wk = async {
             if !engines.is_empty() {
                 services::spawn_gauges(queue.clone(), engines, stop.clone());
+                // Workers write every turn to PostgreSQL: the process is not ready without it.
+                services::watch_postgres(store.clone(), health.clone(), stop.clone());
             }
             let mut set = tokio::task::JoinSet::new();
             for w in workers {

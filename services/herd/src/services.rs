@@ -122,6 +122,24 @@ pub async fn policy(s: &Settings, store: &Store, shutdown: Option<watch::Receive
     Ok(policy)
 }
 
+/// Every 2 s while `shutdown` is false: whether PostgreSQL answers, as part `postgres` of `health`.
+pub(crate) fn watch_postgres(store: Store, health: herd_core::Health, mut shutdown: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            let ping = tokio::time::timeout(std::time::Duration::from_secs(2), store.ping()).await;
+            match ping {
+                Ok(Ok(())) => health.ok("postgres"),
+                Ok(Err(e)) => health.failing("postgres", format!("PostgreSQL does not answer: {e}")),
+                Err(_) => health.failing("postgres", "PostgreSQL did not answer within 2 s"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+}
+
 /// Every 5 s: the turn stream's depth, pending entries and consumer lag, and each engine's
 /// batch, KV blocks and steady decode speed, as Prometheus gauges.
 pub(crate) fn spawn_gauges(queue: Queue, engines: Vec<EngineHandle>, mut shutdown: watch::Receiver<bool>) {
