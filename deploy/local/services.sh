@@ -23,10 +23,12 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
 }
 
+# The fault tests start Redis servers of their own (to kill and restart them): the binary is
+# needed even when a Redis already listens.
+command -v redis-server >/dev/null || apt_install redis-server
 if listening "$REDIS_PORT"; then
   echo "services: reusing Redis on 127.0.0.1:$REDIS_PORT"
 else
-  command -v redis-server >/dev/null || apt_install redis-server
   $SUDO redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
     --dir /tmp --logfile /tmp/herd-redis.log
   wait_for "$REDIS_PORT" "redis-server, see /tmp/herd-redis.log"
