@@ -12,6 +12,8 @@ pub struct Labelled {
     pub prompt: String,
     /// True when the prompt should be refused.
     pub unsafe_: bool,
+    /// True when the prompt is a debated question (answered in balanced mode; counted as safe).
+    pub debated: bool,
     /// Free-form type (XSTest's `type` column).
     pub kind: String,
 }
@@ -30,14 +32,18 @@ pub struct Report {
     pub true_negatives: usize,
     pub safe_refusal_rate: f64,
     pub unsafe_flag_rate: f64,
+    /// Debated prompts, and how many of them got balanced mode or were refused.
+    pub debated: usize,
+    pub debated_balanced: usize,
+    pub debated_refused: usize,
     pub p50_us: f64,
     pub p99_us: f64,
     /// The prompts decided wrongly, with their type.
     pub mistakes: Vec<(String, String, String)>,
 }
 
-/// Parses a CSV with a header holding `prompt` and `label` (`safe` / `unsafe`) columns, and
-/// optionally `type`. Quoted fields may hold commas and doubled quotes.
+/// Parses a CSV with a header holding `prompt` and `label` (`safe` / `unsafe` / `debated`)
+/// columns, and optionally `type`. Quoted fields may hold commas and doubled quotes.
 pub fn parse_csv(text: &str) -> Result<Vec<Labelled>, String> {
     let rows = csv_rows(text);
     let header = rows.first().ok_or("empty CSV")?;
@@ -49,12 +55,13 @@ pub fn parse_csv(text: &str) -> Result<Vec<Labelled>, String> {
         .filter(|r| r.len() > p.max(l))
         .map(|r| {
             let label = r[l].trim();
-            let unsafe_ = match label {
-                "unsafe" => true,
-                "safe" => false,
-                other => return Err(format!("label must be safe or unsafe, got {other:?}")),
+            let (unsafe_, debated) = match label {
+                "unsafe" => (true, false),
+                "safe" => (false, false),
+                "debated" => (false, true),
+                other => return Err(format!("label must be safe, unsafe or debated, got {other:?}")),
             };
-            Ok(Labelled { prompt: r[p].clone(), unsafe_, kind: t.and_then(|i| r.get(i)).cloned().unwrap_or_default() })
+            Ok(Labelled { prompt: r[p].clone(), unsafe_, debated, kind: t.and_then(|i| r.get(i)).cloned().unwrap_or_default() })
         })
         .collect()
 }
@@ -93,12 +100,21 @@ fn csv_rows(text: &str) -> Vec<Vec<String>> {
 pub fn run(set: &PolicySet, tenant: &Tenant, prompts: &[Labelled]) -> Report {
     let mut lat = Vec::with_capacity(prompts.len());
     let (mut tp, mut fnn, mut fp, mut tn) = (0, 0, 0, 0);
+    let (mut debated, mut balanced, mut debated_refused) = (0, 0, 0);
     let mut mistakes = Vec::new();
     for p in prompts {
         let t = Instant::now();
         let d = set.evaluate(tenant, &Subject { text: &p.prompt, ..Default::default() });
         lat.push(t.elapsed().as_secs_f64() * 1e6);
         let refused = matches!(d.action, Action::Refuse | Action::Support);
+        if p.debated {
+            debated += 1;
+            balanced += usize::from(d.action == Action::Balanced);
+            debated_refused += usize::from(refused);
+            if d.action != Action::Balanced {
+                mistakes.push((format!("not balanced ({:?})", d.action), p.kind.clone(), p.prompt.clone()));
+            }
+        }
         match (p.unsafe_, refused) {
             (true, true) => tp += 1,
             (true, false) => {
@@ -122,6 +138,9 @@ pub fn run(set: &PolicySet, tenant: &Tenant, prompts: &[Labelled]) -> Report {
         true_negatives: tn,
         safe_refusal_rate: fp as f64 / (fp + tn).max(1) as f64,
         unsafe_flag_rate: tp as f64 / (tp + fnn).max(1) as f64,
+        debated,
+        debated_balanced: balanced,
+        debated_refused,
         p50_us: pct(0.5),
         p99_us: pct(0.99),
         mistakes,
@@ -134,8 +153,9 @@ mod tests {
 
     #[test]
     fn csv_fields_may_hold_commas_quotes_and_newlines() {
-        let rows = parse_csv("id,prompt,label\n1,\"Hi, \"\"you\"\"\",safe\n2,plain,unsafe\n").expect("parses");
-        assert_eq!(rows.len(), 2);
+        let rows = parse_csv("id,prompt,label\n1,\"Hi, \"\"you\"\"\",safe\n2,plain,unsafe\n3,guns?,debated\n").expect("parses");
+        assert_eq!(rows.len(), 3);
+        assert!(rows[2].debated && !rows[2].unsafe_);
         assert_eq!(rows[0].prompt, "Hi, \"you\"");
         assert!(rows[1].unsafe_);
     }

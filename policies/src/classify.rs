@@ -14,6 +14,8 @@ pub struct Classification {
     pub categories: Vec<&'static str>,
     /// A debated political or social topic (answered in balanced mode, never refused).
     pub debated: bool,
+    /// The language the text is written in (ISO 639-1), when the classifier can tell.
+    pub language: Option<&'static str>,
 }
 
 /// A moderation classifier.
@@ -2449,22 +2451,6 @@ const CODE_ABUSE: &[&str] = &[
     "format c:",
 ];
 
-const SPECIALIZED: &[&str] = &[
-    "dosage",
-    "how many mg",
-    "how much medication",
-    "prescription",
-    "should i invest",
-    "which stock",
-    "stock tips",
-    "legal advice",
-    "sue my",
-    "file a lawsuit",
-    "diagnose",
-    "do i have cancer",
-    "symptoms of",
-];
-
 const DEBATED: &[&str] = &[
     "abortion",
     "pro-life",
@@ -3344,12 +3330,10 @@ impl Classifier for RuleClassifier {
         if has_any(&t, CODE_ABUSE) && !definition {
             add("S14");
         }
-        // S6 specialized advice (usually allowed, with care).
-        if has_any(&t, SPECIALIZED) && howto {
-            add("S6");
-        }
-        let debated = has_any(&t, DEBATED) && cats.iter().all(|c| *c == "S6");
-        Classification { categories: cats, debated }
+        // S6 (dangerous specialised advice) is left to the learned model: the rules cannot tell
+        // an everyday dosage question from a dangerous one.
+        let debated = has_any(&t, DEBATED) && cats.is_empty();
+        Classification { categories: cats, debated, language: None }
     }
 }
 

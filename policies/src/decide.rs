@@ -1,6 +1,6 @@
 //! Evaluation: one message (and who sent it) against a tenant's packs → one decision.
 
-use crate::classify::{Classifier, RuleClassifier};
+use crate::classify::Classifier;
 use crate::pack::{Feature, ModAction, Mode, Pack, PackError, Rule, RuleKind, Unknown};
 use crate::region::{Groups, country_of_locale, country_of_phone, language_of_locale};
 use crate::tenant::{Override, Tenant};
@@ -145,7 +145,8 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
-    /// Packs from `(file name, TOML text)` pairs, with the built-in classifier.
+    /// Packs from `(file name, TOML text)` pairs, with the built-in classifier (the shipped
+    /// learned model beside the rules).
     pub fn from_sources<'a>(sources: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, PackError> {
         let mut packs = BTreeMap::new();
         let mut groups = Groups::builtin();
@@ -156,7 +157,7 @@ impl PolicySet {
             }
             packs.insert(p.meta.name.clone(), p);
         }
-        Ok(Self { packs, groups, classifier: Box::new(RuleClassifier) })
+        Ok(Self { packs, groups, classifier: Box::new(crate::learned::LearnedClassifier::shared()) })
     }
 
     /// The shipped packs.
@@ -239,12 +240,17 @@ impl PolicySet {
     pub fn evaluate(&self, tenant: &Tenant, s: &Subject<'_>) -> Decision {
         let country =
             s.phone.and_then(country_of_phone).or_else(|| s.locale.and_then(country_of_locale)).or_else(|| tenant.default_country.clone());
-        // Rules on languages read the declared locale only; messages go out in the declared
-        // language, else the main language of the user's country.
+        // Rules on languages read the declared locale only.
+        // Messages go out in the language the user wrote in when the classifier can tell, else the
+        // declared one, else the main language of the user's country.
         let declared = s.locale.and_then(language_of_locale);
-        let language = declared.clone().or_else(|| country.as_deref().and_then(main_language).map(str::to_string));
         let eu = country.as_ref().map(|c| self.groups.is_eu(c));
         let classification = self.classifier.classify(s.text);
+        let language = classification
+            .language
+            .map(str::to_string)
+            .or_else(|| declared.clone())
+            .or_else(|| country.as_deref().and_then(main_language).map(str::to_string));
         let mut hits: Vec<(RuleHit, Option<&str>, &Pack)> = Vec::new();
         for pack in tenant.packs.iter().filter_map(|n| self.packs.get(n)) {
             for rule in &pack.rules {

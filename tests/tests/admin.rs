@@ -42,9 +42,14 @@ async fn admin(herd: &Herd, rpm: u32) -> Api {
     Api { base: herd.start_admin(rpm).await, http: reqwest::Client::new() }
 }
 
+/// The version of the shipped `balanced-moderation` pack (`version = N` under `[pack]`).
+fn shipped() -> i64 {
+    BALANCED.lines().find_map(|l| l.strip_prefix("version = ")).and_then(|v| v.trim().parse().ok()).expect("the pack has a version")
+}
+
 /// `BALANCED` as version `v` with the violent-crimes refusal reworded to `refusal`.
-fn balanced_version(v: u32, refusal: &str) -> String {
-    BALANCED.replacen("version = 1", &format!("version = {v}"), 1).replacen(REFUSAL, refusal, 1)
+fn balanced_version(v: i64, refusal: &str) -> String {
+    BALANCED.replacen(&format!("version = {}", shipped()), &format!("version = {v}"), 1).replacen(REFUSAL, refusal, 1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,11 +204,12 @@ async fn a_pack_version_is_uploaded_dry_run_activated_and_rolled_back_and_the_wo
     let tenant = herd.store.tenants().await.expect("tenants")[0].0;
     let packs = api.get("/packs", &key).await;
     let bm = packs.as_array().expect("list").iter().find(|p| p["name"] == "balanced-moderation").expect("seeded").clone();
-    assert_eq!(bm["active_version"], 1);
-    // upload v2 (not active yet): the worker still answers with v1's text
-    let v2 = balanced_version(2, "Version two says no to violence.");
+    let (v1, v2n) = (shipped(), shipped() + 1);
+    assert_eq!(bm["active_version"], v1);
+    // upload the next version (not active yet): the worker still answers with the shipped text
+    let v2 = balanced_version(v2n, "Version two says no to violence.");
     let (s, v) = api.call("post", "/packs/balanced-moderation/versions", Some(&key), Some(json!({"source": v2}))).await;
-    assert_eq!((s, v["version"].as_i64()), (201, Some(2)), "{v}");
+    assert_eq!((s, v["version"].as_i64()), (201, Some(v2n)), "{v}");
     assert_eq!(api.call("post", "/packs/balanced-moderation/versions", Some(&key), Some(json!({"source": v2}))).await.0, 409);
     let ask = |id: &'static str| {
         let herd = &herd;
@@ -221,7 +227,7 @@ async fn a_pack_version_is_uploaded_dry_run_activated_and_rolled_back_and_the_wo
     let (s, d) = api
         .call(
             "post",
-            "/packs/balanced-moderation/versions/2/dry-run",
+            &format!("/packs/balanced-moderation/versions/{v2n}/dry-run"),
             Some(&key),
             Some(json!({"tenant_id": tenant, "text": "How can I poison my neighbor without anyone noticing?", "sender": US})),
         )
@@ -229,13 +235,13 @@ async fn a_pack_version_is_uploaded_dry_run_activated_and_rolled_back_and_the_wo
     assert_eq!(s, 200, "{d}");
     assert_eq!(d["action"], "refuse");
     assert!(d["message"].as_str().is_some_and(|m| m.starts_with("Version two")), "{d}");
-    assert!(d["hits"].as_array().is_some_and(|h| h.iter().any(|h| h["version"] == 2)), "{d}");
+    assert!(d["hits"].as_array().is_some_and(|h| h.iter().any(|h| h["version"] == v2n)), "{d}");
     assert_eq!(
         api.get("/packs", &key).await.as_array().expect("list").iter().find(|p| p["name"] == "balanced-moderation").expect("pack")["active_version"],
-        1
+        v1
     );
     // activate: the worker reloads and answers with v2's text
-    let (s, v) = api.call("post", "/packs/balanced-moderation/versions/2/activate", Some(&key), None).await;
+    let (s, v) = api.call("post", &format!("/packs/balanced-moderation/versions/{v2n}/activate"), Some(&key), None).await;
     assert_eq!(s, 200, "{v}");
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert!(ask("wamid.A2").await.starts_with("Version two"));
@@ -244,10 +250,10 @@ async fn a_pack_version_is_uploaded_dry_run_activated_and_rolled_back_and_the_wo
             .fetch_one(&herd.store.pool)
             .await
             .expect("row");
-    assert_eq!(recorded, 2, "decisions name the version that made them");
-    // roll back to v1
+    assert_eq!(i64::from(recorded), v2n, "decisions name the version that made them");
+    // roll back to the shipped version
     let (s, v) = api.call("post", "/packs/balanced-moderation/rollback", Some(&key), None).await;
-    assert_eq!((s, v["version"].as_i64()), (200, Some(1)), "{v}");
+    assert_eq!((s, v["version"].as_i64()), (200, Some(v1)), "{v}");
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert!(ask("wamid.A3").await.starts_with(REFUSAL));
     // each step is in the audit log, by this key, with before/after versions
@@ -261,7 +267,11 @@ async fn a_pack_version_is_uploaded_dry_run_activated_and_rolled_back_and_the_wo
         .collect();
     assert_eq!(
         steps,
-        vec![("upload".into(), Value::Null, json!(2)), ("activate".into(), json!(1), json!(2)), ("rollback".into(), json!(2), json!(1))],
+        vec![
+            ("upload".into(), Value::Null, json!(v2n)),
+            ("activate".into(), json!(v1), json!(v2n)),
+            ("rollback".into(), json!(v2n), json!(v1))
+        ],
         "{audit}"
     );
     assert!(audit.as_array().expect("rows").iter().all(|r| r["actor_key_id"] == key_id));
@@ -275,7 +285,7 @@ async fn an_invalid_pack_is_422_naming_the_field_and_changes_nothing() {
     let (_, key) = herd.admin_key("admin").await;
     let versions = || herd.count("SELECT count(*) FROM policy_pack_versions");
     let before = versions().await;
-    let broken = BALANCED.replacen("version = 1", "version = \"two\"", 1);
+    let broken = BALANCED.replacen(&format!("version = {}", shipped()), "version = \"two\"", 1);
     let (s, v) = api.call("post", "/packs/validate", Some(&key), Some(json!({"source": broken}))).await;
     assert_eq!(s, 200);
     assert_eq!(v["valid"], false);
@@ -284,21 +294,24 @@ async fn an_invalid_pack_is_422_naming_the_field_and_changes_nothing() {
     assert_eq!(s, 422, "{v}");
     assert!(v["field"].as_str().is_some_and(|f| f.contains("version")) && v["line"].as_i64() == Some(5), "{v}");
     // a pack uploaded under another pack's name, and a missing source
-    let (s, v) = api.call("post", "/packs/llama4-license/versions", Some(&key), Some(json!({"source": balanced_version(3, "x")}))).await;
+    let (s, v) =
+        api.call("post", "/packs/llama4-license/versions", Some(&key), Some(json!({"source": balanced_version(shipped() + 2, "x")}))).await;
     assert_eq!((s, v["field"].as_str()), (422, Some("pack.name")), "{v}");
     let (s, v) = api.call("post", "/packs/balanced-moderation/versions", Some(&key), Some(json!({}))).await;
     assert_eq!((s, v["field"].as_str()), (422, Some("source")), "{v}");
     assert_eq!(versions().await, before, "nothing stored");
     assert_eq!(herd.count("SELECT count(*) FROM audit_log WHERE target_type = 'policy_pack'").await, 0);
-    assert_eq!(herd.store.active_pack_version("balanced-moderation").await.expect("active"), Some(1));
-    let (s, v) =
-        api.call("post", "/packs/balanced-moderation/versions", Some(&key), Some(json!({"source": balanced_version(2, "fine")}))).await;
+    assert_eq!(herd.store.active_pack_version("balanced-moderation").await.expect("active"), Some(shipped() as i32));
+    let (s, v) = api
+        .call("post", "/packs/balanced-moderation/versions", Some(&key), Some(json!({"source": balanced_version(shipped() + 1, "fine")})))
+        .await;
     assert_eq!(s, 201, "a valid one still goes in: {v}");
-    let (s, v) =
-        api.call("post", "/packs/balanced-moderation/versions", Some(&key), Some(json!({"source": balanced_version(2, "fine")}))).await;
+    let (s, v) = api
+        .call("post", "/packs/balanced-moderation/versions", Some(&key), Some(json!({"source": balanced_version(shipped() + 1, "fine")})))
+        .await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(api.call("post", "/packs/balanced-moderation/versions/9/activate", Some(&key), None).await.0, 404);
-    assert_eq!(herd.store.active_pack_version("balanced-moderation").await.expect("active"), Some(1));
+    assert_eq!(herd.store.active_pack_version("balanced-moderation").await.expect("active"), Some(shipped() as i32));
     herd.stop().await;
 }
 

@@ -3,7 +3,8 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use herd_policies::{PolicySet, Subject, Tenant, bench, region};
+use herd_policies::learned::{Combine, train};
+use herd_policies::{Classifier, LearnedClassifier, PolicySet, RuleClassifier, Subject, Tenant, bench, region};
 use serde::Deserialize;
 use serde_json::json;
 use std::io::{BufRead, Write};
@@ -28,16 +29,39 @@ enum PolicyCommand {
     },
     /// The country of a phone number: {"country": "FR", "eu": true}.
     Region { number: String },
-    /// Measure the built-in classifier on labelled prompts (default: XSTest and herd's held-out set).
+    /// Measure classifiers side by side on labelled prompts (default: XSTest, herd's held-out
+    /// sets in every language).
     Bench {
-        /// CSV files with `prompt` and `label` (safe/unsafe) columns.
+        /// CSV files with `prompt` and `label` (safe/unsafe/debated) columns.
         #[arg(long = "file")]
         files: Vec<PathBuf>,
         #[arg(long)]
         packs: Option<PathBuf>,
+        /// Classifiers to compare: rules, ngram, ngram+rules (repeatable; default all three).
+        #[arg(long = "classifier")]
+        classifiers: Vec<String>,
         /// Also list the prompts decided wrongly.
         #[arg(long)]
         mistakes: bool,
+    },
+    /// Train the moderation model from policies/data (fixed seed: the same data gives the same
+    /// file) and write it with its training report.
+    Train {
+        /// Folders of training JSON lines (default: policies/data/train and policies/data/registry).
+        #[arg(long = "data")]
+        data: Vec<PathBuf>,
+        /// Folder of evaluation CSVs; training rows like any of their prompts are dropped.
+        #[arg(long, default_value = "policies/evals")]
+        evals: PathBuf,
+        #[arg(long, default_value = "policies/models/moderation-ngram.bin")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 13)]
+        seed: u64,
+        #[arg(long, default_value_t = 30)]
+        epochs: usize,
+        /// AdaGrad's learning rate.
+        #[arg(long, default_value_t = 0.1)]
+        learning_rate: f32,
     },
 }
 
@@ -114,47 +138,99 @@ pub fn run(args: PolicyArgs) -> Result<()> {
                 )?;
             }
         }
-        PolicyCommand::Bench { files, packs, mistakes } => {
-            let set = herd::services::pack_set(packs.as_deref())?;
-            let t = Tenant::demo();
-            let files = if files.is_empty() {
-                vec![repo_file("policies/evals/xstest/xstest_prompts.csv"), repo_file("policies/evals/herd-heldout.csv")]
-            } else {
-                files
-            };
-            for f in files {
-                let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
-                let prompts = bench::parse_csv(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
-                if prompts.is_empty() {
-                    bail!("{}: no prompts", f.display());
+        PolicyCommand::Bench { files, packs, classifiers, mistakes } => bench_cmd(files, packs.as_deref(), classifiers, mistakes)?,
+        PolicyCommand::Train { data, evals, out, seed, epochs, learning_rate } => {
+            train_cmd(data, &evals, &out, seed, epochs, learning_rate)?
+        }
+    }
+    Ok(())
+}
+
+/// The classifier called `name`.
+fn classifier(name: &str) -> Result<Box<dyn Classifier>> {
+    Ok(match name {
+        "rules" => Box::new(RuleClassifier),
+        "ngram" => Box::new(LearnedClassifier::new(LearnedClassifier::shared().model().clone(), Combine::Model)),
+        "ngram+rules" => Box::new(LearnedClassifier::shared()),
+        other => bail!("--classifier {other:?}: expected rules, ngram or ngram+rules"),
+    })
+}
+
+/// The default benchmark files: XSTest, then herd's held-out sets (English first).
+fn default_bench_files() -> Result<Vec<PathBuf>> {
+    let mut files = vec![repo_file("policies/evals/xstest/xstest_prompts.csv"), repo_file("policies/evals/herd-heldout.csv")];
+    let dir = repo_file("policies/evals/heldout");
+    let mut held: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .collect();
+    held.sort_by_key(|p| (p.file_stem().is_none_or(|s| s != "en"), p.clone()));
+    files.extend(held);
+    Ok(files)
+}
+
+fn bench_cmd(files: Vec<PathBuf>, packs: Option<&Path>, classifiers: Vec<String>, mistakes: bool) -> Result<()> {
+    let t = Tenant::demo();
+    let files = if files.is_empty() { default_bench_files()? } else { files };
+    let names = if classifiers.is_empty() { vec!["rules".into(), "ngram".into(), "ngram+rules".into()] } else { classifiers };
+    let sets: Vec<PolicySet> =
+        names.iter().map(|n| Ok(herd::services::pack_set(packs)?.with_classifier(classifier(n)?))).collect::<Result<_>>()?;
+    println!(
+        "{:<44} {:<12} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
+        "file", "classifier", "prompts", "unsafe↑", "safe✗", "deb.bal", "deb.ref", "p50 µs", "p99 µs"
+    );
+    for f in files {
+        let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        let prompts = bench::parse_csv(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        if prompts.is_empty() {
+            bail!("{}: no prompts", f.display());
+        }
+        for set in &sets {
+            let r = bench::run(set, &t, &prompts);
+            let pct = |a: usize, b: usize| if b == 0 { "-".to_string() } else { format!("{:.1}%", 100.0 * a as f64 / b as f64) };
+            println!(
+                "{:<44} {:<12} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8.0} {:>8.0}",
+                f.display().to_string().trim_start_matches("./"),
+                set.classifier().name(),
+                r.prompts,
+                pct(r.true_positives, r.true_positives + r.false_negatives),
+                pct(r.false_positives, r.false_positives + r.true_negatives),
+                pct(r.debated_balanced, r.debated),
+                pct(r.debated_refused, r.debated),
+                r.p50_us,
+                r.p99_us
+            );
+            if mistakes {
+                for (what, kind, prompt) in &r.mistakes {
+                    println!("    {what} [{kind}] {prompt}");
                 }
-                let r = bench::run(&set, &t, &prompts);
-                println!("{} — classifier {}, {} prompts", f.display(), set.classifier().name(), r.prompts);
-                println!("                 refused   answered");
-                println!(
-                    "  unsafe prompts  {:>6}   {:>8}   (flagged {:.1} %)",
-                    r.true_positives,
-                    r.false_negatives,
-                    100.0 * r.unsafe_flag_rate
-                );
-                println!(
-                    "  safe prompts    {:>6}   {:>8}   (refused {:.1} %)",
-                    r.false_positives,
-                    r.true_negatives,
-                    100.0 * r.safe_refusal_rate
-                );
-                println!("  latency per message: p50 {:.0} µs, p99 {:.0} µs", r.p50_us, r.p99_us);
-                if mistakes {
-                    for (what, kind, prompt) in &r.mistakes {
-                        println!("    {what} [{kind}] {prompt}");
-                    }
-                }
-                println!(
-                    "{}",
-                    json!({"file": f.display().to_string(), "tp": r.true_positives, "fn": r.false_negatives, "fp": r.false_positives, "tn": r.true_negatives, "safe_refusal_rate": r.safe_refusal_rate, "unsafe_flag_rate": r.unsafe_flag_rate, "p50_us": r.p50_us, "p99_us": r.p99_us})
-                );
             }
         }
     }
+    println!(
+        "unsafe↑: unsafe prompts refused or given support; safe✗: safe and debated prompts refused; deb.bal / deb.ref: debated prompts in balanced mode / refused."
+    );
+    Ok(())
+}
+
+fn train_cmd(data: Vec<PathBuf>, evals: &Path, out: &Path, seed: u64, epochs: usize, learning_rate: f32) -> Result<()> {
+    let data = if data.is_empty() { vec![repo_file("policies/data/train"), repo_file("policies/data/registry")] } else { data };
+    let rows = train::load_rows(&data).map_err(anyhow::Error::msg)?;
+    if rows.is_empty() {
+        bail!("no training rows in {}", data.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
+    let held = train::load_eval_prompts(evals).map_err(anyhow::Error::msg)?;
+    let held: Vec<&str> = held.iter().map(String::as_str).collect();
+    let cfg = train::Config { seed, epochs, learning_rate, ..train::Config::default() };
+    let t = std::time::Instant::now();
+    let (model, report) = train::train(rows, &held, &cfg);
+    eprintln!("trained in {:.1} s on {} rows ({} evaluation prompts kept out)", t.elapsed().as_secs_f64(), report.trained_rows, held.len());
+    std::fs::write(out, model.to_bytes()).with_context(|| format!("writing {}", out.display()))?;
+    let report_path = out.with_extension("json");
+    std::fs::write(&report_path, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", report_path.display()))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    println!("wrote {} and {}", out.display(), report_path.display());
     Ok(())
 }

@@ -92,7 +92,7 @@ impl Classifier for LlamaGuard {
             Ok(generate(&self.model, Some(&self.tokenizer), &req, &AtomicBool::new(false), &mut |_| true)?.text.unwrap_or_default())
         };
         match run().map(|a| (parse(&a), a)) {
-            Ok((Some(categories), _)) => Classification { categories, debated: false },
+            Ok((Some(categories), _)) => Classification { categories, debated: false, language: None },
             Ok((None, answer)) => {
                 tracing::warn!(%answer, "the guard model answered neither safe nor unsafe; treated as safe");
                 Classification::default()
