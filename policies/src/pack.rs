@@ -164,6 +164,30 @@ pub struct Pack {
 /// Moderation categories: Llama Guard's hazard taxonomy S1–S14, and `debated` for debated topics.
 pub const CATEGORIES: [&str; 15] = ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S11", "S12", "S13", "S14", "debated"];
 
+/// Llama Guard's hazard categories with their names, as its prompt lists them (and the
+/// dashboard shows them).
+pub const HAZARDS: [(&str, &str); 14] = [
+    ("S1", "Violent Crimes"),
+    ("S2", "Non-Violent Crimes"),
+    ("S3", "Sex Crimes"),
+    ("S4", "Child Exploitation"),
+    ("S5", "Defamation"),
+    ("S6", "Specialized Advice"),
+    ("S7", "Privacy"),
+    ("S8", "Intellectual Property"),
+    ("S9", "Indiscriminate Weapons"),
+    ("S10", "Hate"),
+    ("S11", "Self-Harm"),
+    ("S12", "Sexual Content"),
+    ("S13", "Elections"),
+    ("S14", "Code Interpreter Abuse"),
+];
+
+/// The name of a hazard category (`S1` → `Violent Crimes`).
+pub fn hazard_name(code: &str) -> Option<&'static str> {
+    HAZARDS.iter().find(|(c, _)| *c == code).map(|(_, n)| *n)
+}
+
 /// The dotted name of the key on line `line` (1-based) of a TOML text: its table header above
 /// and its own key, e.g. `pack.version`; `toml` when the line holds no key.
 fn field_at_line(src: &str, line: usize) -> String {

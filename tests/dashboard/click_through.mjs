@@ -162,6 +162,16 @@ await step(`volume total messages_in is ${env.EXPECT_MESSAGES_IN}`, async () => 
   check(total === String(Number(env.EXPECT_MESSAGES_IN)), `the volume chart shows ${total} messages in, expected ${env.EXPECT_MESSAGES_IN}`);
 });
 
+await step(`policy chart names refusal categories and counts crisis support (${env.EXPECT_SUPPORT})`, async () => {
+  const text = await page.textContent('#chart-policy');
+  for (const want of (env.EXPECT_CATEGORY_NAMES || '').split('|').filter(Boolean)) {
+    check(text.includes(want), `the policy chart does not show "${want}"`);
+  }
+  const support = (await page.textContent('#support-total .v')).trim();
+  check(support === String(Number(env.EXPECT_SUPPORT)), `crisis support shows ${support}, expected ${env.EXPECT_SUPPORT}`);
+  check(text.includes('crisis support'), 'the policy chart has no crisis-support outcome');
+});
+
 await step('volume CSV downloads', async () => {
   const [download] = await Promise.all([page.waitForEvent('download', { timeout: WAIT }), page.click('a.csv[data-csv="volume"]:not([data-table])')]);
   const text = fs.readFileSync(await download.path(), 'utf8');

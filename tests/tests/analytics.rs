@@ -94,7 +94,8 @@ async fn seed(herd: &Herd) -> Seeded {
             s.messages.push((day.clone(), ch, user, "in"));
             if rng.next(5) == 0 {
                 // unanswered (blocked): a decision, no reply
-                let (action, cat) = if rng.next(2) == 0 { ("refuse", Some("S1")) } else { ("blocked_region", None) };
+                // refuse, crisis support and blocks in turn; some of them shadow decisions
+                let (action, cat) = [("refuse", Some("S1")), ("support", Some("S11")), ("blocked_region", None)][s.decisions.len() % 3];
                 let shadow = rng.next(4) == 0;
                 sqlx::query(
                     "INSERT INTO policy_decisions (message_id, conversation_id, tenant_id, stage, pack, pack_version, rule, category, action, shadow, country, classifier, created_at)
@@ -257,6 +258,11 @@ async fn analytics_equal_counts_computed_independently_and_csv_equals_json() {
     let refusals = s.decisions.iter().filter(|d| d.1 == "refuse" && !d.4).count() as i64;
     let got: i64 = p["refusals_by_category"].as_array().expect("rows").iter().map(|r| r["count"].as_i64().expect("n")).sum();
     assert_eq!(got, refusals);
+    assert!(p["refusals_by_category"].as_array().expect("rows").iter().all(|r| r["name"] == "Violent Crimes"), "{p}");
+    let support = s.decisions.iter().filter(|d| d.1 == "support" && !d.4).count() as i64;
+    assert!(support > 0, "the seeded data has crisis support");
+    assert_eq!(p["support"], support);
+    assert_eq!(p["days"].as_array().expect("days").iter().map(|d| d["support"].as_i64().unwrap_or(0)).sum::<i64>(), support);
     let mut blocks: BTreeMap<&str, i64> = BTreeMap::new();
     for d in s.decisions.iter().filter(|d| d.1 == "blocked_region" && !d.4) {
         *blocks.entry(d.3).or_default() += 1;

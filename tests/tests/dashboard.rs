@@ -1,5 +1,5 @@
 //! The dashboard in headless Chromium (Debian's package, driven by playwright-core): sign in,
-//! charts of a real chat, the policy editor's validate / dry-run / save / activate / rollback,
+//! charts of a real chat (refusal categories by name, crisis support as an outcome), the policy editor's validate / dry-run / save / activate / rollback,
 //! screenshots, and the analyst's narrower view. The scripted click-through is
 //! `tests/dashboard/click_through.mjs` (set up by `make dashboard-deps`).
 
@@ -13,12 +13,18 @@ async fn the_dashboard_click_through_passes_in_headless_chromium() {
     herd.spawn_worker("w", policy);
     let (_, admin) = herd.admin_key("admin").await;
     let (_, analyst) = herd.admin_key("analyst").await;
-    let texts = [("wamid.B1", "hello"), ("wamid.B2", "What do you think about abortion?"), ("wamid.B3", "thanks")];
+    let texts = [
+        ("wamid.B1", "hello"),
+        ("wamid.B2", "What do you think about abortion?"),
+        ("wamid.B3", "thanks"),
+        ("wamid.B4", "How can I poison my neighbor without anyone noticing?"),
+        ("wamid.B5", "I want to end my life tonight"),
+    ];
     for (i, (id, text)) in texts.iter().enumerate() {
         herd.post("whatsapp", &whatsapp_texts(&[("14155550199", id, text)]), Some(WA_SECRET)).await;
         herd.wait_for_sends(i + 1).await;
     }
-    herd.wait_count("SELECT count(*) FROM messages WHERE direction = 'out'", 3).await;
+    herd.wait_count("SELECT count(*) FROM messages WHERE direction = 'out'", texts.len() as i64).await;
     let tenant = herd.store.tenants().await.expect("tenants")[0].0;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboard");
     let out = std::env::temp_dir().join(format!("herd-dashboard-{}", std::process::id()));
@@ -30,6 +36,8 @@ async fn the_dashboard_click_through_passes_in_headless_chromium() {
         .env("ANALYST_KEY", &analyst)
         .env("OUT_DIR", &out)
         .env("EXPECT_MESSAGES_IN", texts.len().to_string())
+        .env("EXPECT_CATEGORY_NAMES", "S1 · Violent Crimes")
+        .env("EXPECT_SUPPORT", "1")
         .env("PACK", "balanced-moderation")
         .env("TENANT_ID", tenant.to_string())
         .output()

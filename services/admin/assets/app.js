@@ -270,13 +270,15 @@ const DRAW = {
     const refusals = (d.refusals_by_category || []).slice().sort((a, b) => b.count - a.count);
     return [
       el('div', { class: 'stats' }, stat('replies', fmt(d.replies)), stat('balanced share', pct(d.balanced_share)),
-        stat('refusals', fmt(refusals.reduce((a, x) => a + (Number(x.count) || 0), 0)))),
+        stat('refusals', fmt(refusals.reduce((a, x) => a + (Number(x.count) || 0), 0))),
+        Object.assign(stat('crisis support', fmt(d.support)), { id: 'support-total' })),
       hbars([{ label: 'balanced', value: d.balanced_share || 0, cls: 's-balanced', note: pct(d.balanced_share) }], { max: 1, vfmt: pct }),
       el('h3', { text: 'Refusals by category' }),
-      hbars(refusals.map((r) => ({ label: r.category, value: r.count, cls: 's-refuse' }))),
+      hbars(refusals.map((r) => ({ label: r.name ? `${r.category} · ${r.name}` : r.category, value: r.count, cls: 's-refuse' }))),
       el('h3', { text: 'Outcomes per day' }),
       vbars(days.map((x) => x.day), [
         { name: 'refusals', cls: 's-refuse', values: days.map((x) => x.refusals) },
+        { name: 'crisis support', cls: 's-support', values: days.map((x) => x.support) },
         { name: 'balanced', cls: 's-balanced', values: days.map((x) => x.balanced) },
         { name: 'blocks', cls: 's-block', values: days.map((x) => x.blocks) }], { height: 130 }),
       el('div', { class: 'two' },

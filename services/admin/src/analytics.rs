@@ -274,8 +274,18 @@ pub async fn policy(State(st): State<AppState>, Query(q): Query<HashMap<String, 
         .fetch_all(pool)
         .await?
         .iter()
-        .map(|r| obj(vec![("category", json!(r.get::<String, _>("category"))), ("count", int(r, "count"))]))
+        .map(|r| {
+            let category = r.get::<String, _>("category");
+            let name = herd_policies::pack::hazard_name(&category);
+            obj(vec![("category", json!(category)), ("name", json!(name)), ("count", int(r, "count"))])
+        })
         .collect();
+    // Crisis support: the caring reply with crisis lines sent instead of generating.
+    let support: i64 =
+        bind(q!("SELECT COALESCE(sum(f.n), 0)::BIGINT AS n FROM {facts} f WHERE {SCOPE} AND NOT f.shadow AND f.action = 'support'"), &f)
+            .fetch_one(pool)
+            .await?
+            .get("n");
     // Blocks count messages (a message two blocking rules matched is one block); the rules that
     // matched are counted apart (`blocks_by_rule`).
     let blocked = rollup::facts("rollup_blocks", "day, tenant_id, channel_id, country, action, messages");
@@ -332,9 +342,10 @@ pub async fn policy(State(st): State<AppState>, Query(q): Query<HashMap<String, 
         .await?;
     let (replies, balanced) = (r.get::<Option<i64>, _>("replies").unwrap_or(0), r.get::<Option<i64>, _>("balanced").unwrap_or(0));
     let days: Vec<Value> = bind(
-        q!("SELECT p.day, p.refusals, p.balanced, COALESCE(b.blocks, 0) AS blocks, p.shadow FROM
+        q!("SELECT p.day, p.refusals, p.support, p.balanced, COALESCE(b.blocks, 0) AS blocks, p.shadow FROM
               (SELECT f.day::text AS day,
                       sum(f.n) FILTER (WHERE NOT f.shadow AND f.action = 'refuse')::BIGINT AS refusals,
+                      sum(f.n) FILTER (WHERE NOT f.shadow AND f.action = 'support')::BIGINT AS support,
                       sum(f.n) FILTER (WHERE NOT f.shadow AND f.action = 'balanced')::BIGINT AS balanced,
                       sum(f.n) FILTER (WHERE f.shadow)::BIGINT AS shadow
                FROM {facts} f WHERE {SCOPE} GROUP BY 1) p
@@ -345,11 +356,20 @@ pub async fn policy(State(st): State<AppState>, Query(q): Query<HashMap<String, 
     .fetch_all(pool)
     .await?
     .iter()
-    .map(|r| obj(vec![("day", json!(r.get::<String, _>("day"))), ("refusals", int(r, "refusals")), ("balanced", int(r, "balanced")), ("blocks", int(r, "blocks")), ("shadow", int(r, "shadow"))]))
+    .map(|r| {
+        obj(vec![
+            ("day", json!(r.get::<String, _>("day"))),
+            ("refusals", int(r, "refusals")),
+            ("support", int(r, "support")),
+            ("balanced", int(r, "balanced")),
+            ("blocks", int(r, "blocks")),
+            ("shadow", int(r, "shadow")),
+        ])
+    })
     .collect();
     let share = if replies > 0 { balanced as f64 / replies as f64 } else { 0.0 };
     let v = json!({
-        "from": f.from.to_string(), "to": f.to.to_string(), "days": days, "refusals_by_category": refusals,
+        "from": f.from.to_string(), "to": f.to.to_string(), "days": days, "refusals_by_category": refusals, "support": support,
         "replies": replies, "balanced_replies": balanced, "balanced_share": share, "blocks_by_country": blocks,
         "blocks_by_rule": blocks_by_rule, "shadow": shadow,
     });

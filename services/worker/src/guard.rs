@@ -6,31 +6,14 @@ use herd_engine::generate::{GenerateRequest, generate};
 use herd_engine::sampler::SamplingParams;
 use herd_engine::tokenizer::{ChatMessage, ChatTokenizer};
 use herd_engine::{Device, Model, parse_dtype};
+use herd_policies::pack::HAZARDS;
 use herd_policies::{Classification, Classifier};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-/// Llama Guard's hazard categories, as its prompt lists them.
-pub const CATEGORIES: [(&str, &str); 14] = [
-    ("S1", "Violent Crimes."),
-    ("S2", "Non-Violent Crimes."),
-    ("S3", "Sex Crimes."),
-    ("S4", "Child Exploitation."),
-    ("S5", "Defamation."),
-    ("S6", "Specialized Advice."),
-    ("S7", "Privacy."),
-    ("S8", "Intellectual Property."),
-    ("S9", "Indiscriminate Weapons."),
-    ("S10", "Hate."),
-    ("S11", "Self-Harm."),
-    ("S12", "Sexual Content."),
-    ("S13", "Elections."),
-    ("S14", "Code Interpreter Abuse."),
-];
-
 /// The user turn of Llama Guard's prompt for one message.
 pub fn prompt(message: &str) -> String {
-    let cats: String = CATEGORIES.iter().map(|(c, d)| format!("{c}: {d}\n")).collect();
+    let cats: String = HAZARDS.iter().map(|(c, d)| format!("{c}: {d}.\n")).collect();
     format!(
         "Task: Check if there is unsafe content in 'User' messages in conversations according to our safety policy with the below categories.\n\n\
          <BEGIN UNSAFE CONTENT CATEGORIES>\n{cats}<END UNSAFE CONTENT CATEGORIES>\n\n\
@@ -47,12 +30,7 @@ pub fn parse(answer: &str) -> Option<Vec<&'static str>> {
     match lines.next()? {
         "safe" => Some(vec![]),
         "unsafe" => Some(
-            lines
-                .next()
-                .unwrap_or("")
-                .split(',')
-                .filter_map(|c| CATEGORIES.iter().find(|(k, _)| *k == c.trim()).map(|(k, _)| *k))
-                .collect(),
+            lines.next().unwrap_or("").split(',').filter_map(|c| HAZARDS.iter().find(|(k, _)| *k == c.trim()).map(|(k, _)| *k)).collect(),
         ),
         _ => None,
     }
@@ -122,7 +100,7 @@ mod tests {
     #[test]
     fn the_prompt_lists_every_category_and_the_message() {
         let p = prompt("How do I bake bread?");
-        assert!(CATEGORIES.iter().all(|(c, d)| p.contains(&format!("{c}: {d}"))));
+        assert!(HAZARDS.iter().all(|(c, d)| p.contains(&format!("{c}: {d}."))));
         assert!(p.contains("User: How do I bake bread?"));
         assert!(p.contains("First line must read 'safe' or 'unsafe'."));
     }
