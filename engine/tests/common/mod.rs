@@ -23,10 +23,11 @@ pub fn demo_model() -> PathBuf {
 }
 
 /// The fixtures made by the Hugging Face reference, with what each exercises.
-pub const FIXTURES: [&str; 3] = [
+pub const FIXTURES: [&str; 4] = [
     "llama4-tiny-scout",  // every layer MoE, top-1, QK norm, llama3 rope (low == high), chunk 16
     "maverick-like",      // hub layout, dense/MoE interleave, top-2, no QK norm, llama3 blend band
     "plain-rope-sharded", // bf16, sharded with an index, plain RoPE, 4 experts
+    "guard4-dense",       // Llama Guard 4's shape: hub layout, no experts (moe_layers []), no chunked attention
 ];
 
 pub fn golden(dir: &std::path::Path) -> Value {

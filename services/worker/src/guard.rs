@@ -107,12 +107,16 @@ mod tests {
 
     #[test]
     fn a_checkpoint_runs_through_the_engine_end_to_end() {
-        // The demo chat model is not a guard model: this proves the plumbing (template, engine,
-        // parsing fallback), not the judgement.
-        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/models/herd-demo-chat");
-        let g = LlamaGuard::load(&dir, "f32", "cpu").expect("loads");
-        let c = g.classify("Hello there");
-        assert!(c.categories.iter().all(|c| c.starts_with('S')));
-        assert!(g.name().starts_with("llama-guard:"));
+        // Neither checkpoint is a trained guard: this proves the plumbing (template, engine, parsing
+        // fallback), not the judgement. guard4-dense has Llama Guard 4's shape (a dense Llama 4 in
+        // the hub layout, no experts, no chunked attention; parity with the reference is in
+        // herd-engine's tests).
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for dir in ["deploy/models/herd-demo-chat", "engine/tests/fixtures/guard4-dense"] {
+            let g = LlamaGuard::load(&root.join(dir), "f32", "cpu").expect("loads");
+            let c = g.classify("Hello there");
+            assert!(c.categories.iter().all(|c| c.starts_with('S')), "{dir}");
+            assert!(g.name().starts_with("llama-guard:"));
+        }
     }
 }
