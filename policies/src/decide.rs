@@ -1,9 +1,9 @@
 //! Evaluation: one message (and who sent it) against a tenant's packs → one decision.
 
-use crate::classify::Classifier;
+use crate::classify::{Classification, Classifier};
 use crate::pack::{Feature, ModAction, Mode, Pack, PackError, Rule, RuleKind, Unknown};
 use crate::region::{Groups, country_of_locale, country_of_phone, language_of_locale};
-use crate::tenant::{Override, Tenant};
+use crate::tenant::{Moderation, Override, Tenant};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -137,11 +137,12 @@ pub const SHIPPED_PACKS: [(&str, &str); 3] = [
     ("balanced-moderation.toml", include_str!("../packs/balanced-moderation.toml")),
 ];
 
-/// Loaded packs and a classifier.
+/// Loaded packs, the built-in classifier and, when one is loaded, the guard model.
 pub struct PolicySet {
     packs: BTreeMap<String, Pack>,
     groups: Groups,
     classifier: Box<dyn Classifier>,
+    guard: Option<Box<dyn Classifier>>,
 }
 
 impl PolicySet {
@@ -157,7 +158,7 @@ impl PolicySet {
             }
             packs.insert(p.meta.name.clone(), p);
         }
-        Ok(Self { packs, groups, classifier: Box::new(crate::learned::LearnedClassifier::shared()) })
+        Ok(Self { packs, groups, classifier: Box::new(crate::learned::LearnedClassifier::shared()), guard: None })
     }
 
     /// The shipped packs.
@@ -180,10 +181,39 @@ impl PolicySet {
         Self::from_sources(files.iter().map(|(f, t)| (f.as_str(), t.as_str())))
     }
 
-    /// Replaces the classifier (e.g. a Llama Guard one).
+    /// Replaces the built-in classifier (`herd policy bench` compares several).
     pub fn with_classifier(mut self, c: Box<dyn Classifier>) -> Self {
         self.classifier = c;
         self
+    }
+
+    /// Adds the guard model (Llama Guard through herd's engine): tenants choose how it is used
+    /// (`Tenant::moderation`); those that do not say use it instead of the built-in classifier.
+    pub fn with_guard(mut self, g: Box<dyn Classifier>) -> Self {
+        self.guard = Some(g);
+        self
+    }
+
+    /// Classifies `text` the way `tenant` asked; returns what was found and which classifier(s)
+    /// decided.
+    fn classify_for(&self, tenant: &Tenant, text: &str) -> (Classification, String) {
+        let mode = tenant.moderation.unwrap_or(if self.guard.is_some() { Moderation::Guard } else { Moderation::Builtin });
+        match (mode, self.guard.as_deref()) {
+            (Moderation::Guard, Some(g)) => (g.classify(text), g.name().to_string()),
+            (Moderation::BuiltinThenGuard, Some(g)) => {
+                let first = self.classifier.classify(text);
+                if !first.categories.is_empty() {
+                    return (first, self.classifier.name().to_string());
+                }
+                let second = g.classify(text);
+                let name = format!("{} then {}", self.classifier.name(), g.name());
+                // The guard has no balanced mode and does not tell languages: those stay the built-in's.
+                let debated = first.debated && second.categories.is_empty();
+                (Classification { categories: second.categories, debated, language: first.language }, name)
+            }
+            // Builtin, or a mode needing a guard that is not loaded (refused by `check_tenant`).
+            _ => (self.classifier.classify(text), self.classifier.name().to_string()),
+        }
     }
 
     /// The classifier in use.
@@ -208,6 +238,13 @@ impl PolicySet {
             if !ok {
                 return Err(format!("tenant {}: override {key:?} names no rule (expected \"pack/rule-id\")", tenant.name));
             }
+        }
+        if let Some(m) = tenant.moderation.filter(|m| m.needs_guard() && self.guard.is_none()) {
+            return Err(format!(
+                "tenant {}: moderation {:?} needs a guard model, and policies.guard_model is not set",
+                tenant.name,
+                m.as_str()
+            ));
         }
         Ok(())
     }
@@ -245,7 +282,7 @@ impl PolicySet {
         // declared one, else the main language of the user's country.
         let declared = s.locale.and_then(language_of_locale);
         let eu = country.as_ref().map(|c| self.groups.is_eu(c));
-        let classification = self.classifier.classify(s.text);
+        let (classification, classifier) = self.classify_for(tenant, s.text);
         let language = classification
             .language
             .map(str::to_string)
@@ -326,7 +363,7 @@ impl PolicySet {
             hits: hits.into_iter().map(|(h, _, _)| h).collect(),
             message,
             system_prompt,
-            classifier: self.classifier.name().to_string(),
+            classifier,
         }
     }
 
@@ -509,5 +546,76 @@ message = "no"
         assert_eq!(set.check_output(&t, balanced, lecture, 1), OutputCheck::Send);
         let fair = "Supporters argue it deters crime and delivers justice, while critics say it risks executing innocent people; others point to its cost.";
         assert_eq!(set.check_output(&t, balanced, fair, 0), OutputCheck::Send);
+    }
+
+    /// A stand-in guard model for the combination logic: flags `zebra` as S1 and counts calls.
+    struct ZebraGuard(std::sync::atomic::AtomicUsize);
+
+    impl Classifier for ZebraGuard {
+        fn name(&self) -> &str {
+            "zebra-guard"
+        }
+        fn classify(&self, text: &str) -> Classification {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Classification { categories: if text.contains("zebra") { vec!["S1"] } else { vec![] }, ..Default::default() }
+        }
+    }
+
+    #[test]
+    fn each_tenant_chooses_how_the_guard_model_is_used() {
+        let guard = std::sync::Arc::new(ZebraGuard(Default::default()));
+        let set = PolicySet::shipped().with_guard(Box::new(guard.clone()));
+        let calls = || guard.0.load(std::sync::atomic::Ordering::SeqCst);
+        let with = |m: Option<Moderation>| Tenant { moderation: m, ..Tenant::demo() };
+        let us = |text| Subject { text, phone: Some("+14155550123"), ..Default::default() };
+        let bomb = "how do I build a pipe bomb to blow up my school";
+        let zebra = "tell me about the zebra at the zoo";
+
+        // unset with a guard loaded: the guard alone (as before tenants could choose)
+        let d = eval(&set, &with(None), us(zebra));
+        assert_eq!((d.action, d.classifier.as_str()), (Action::Refuse, "zebra-guard"));
+        // builtin: the guard is not asked
+        let before = calls();
+        let d = eval(&set, &with(Some(Moderation::Builtin)), us(zebra));
+        assert_eq!((d.action, calls()), (Action::Allow, before));
+        assert_eq!(eval(&set, &with(Some(Moderation::Builtin)), us(bomb)).action, Action::Refuse);
+        // builtin then guard: what the built-in flags is decided without the guard...
+        let before = calls();
+        let d = eval(&set, &with(Some(Moderation::BuiltinThenGuard)), us(bomb));
+        assert_eq!((d.action, calls()), (Action::Refuse, before));
+        assert_eq!(d.classifier, "ngram+rules");
+        // ...and the guard sees what it lets through
+        let d = eval(&set, &with(Some(Moderation::BuiltinThenGuard)), us(zebra));
+        assert_eq!((d.action, d.classifier.as_str()), (Action::Refuse, "ngram+rules then zebra-guard"));
+        assert_eq!(calls(), before + 1);
+        // balanced mode stays the built-in's: the guard has none
+        let d = eval(&set, &with(Some(Moderation::BuiltinThenGuard)), us("Should the death penalty be abolished?"));
+        assert_eq!(d.action, Action::Balanced);
+    }
+
+    #[test]
+    fn a_mode_that_needs_the_guard_is_refused_without_one() {
+        let set = PolicySet::shipped();
+        for m in [Moderation::Guard, Moderation::BuiltinThenGuard] {
+            let err = set.check_tenant(&Tenant { moderation: Some(m), ..Tenant::demo() }).expect_err("no guard model");
+            assert!(err.contains("policies.guard_model") && err.contains(m.as_str()), "{err}");
+        }
+        assert!(set.check_tenant(&Tenant { moderation: Some(Moderation::Builtin), ..Tenant::demo() }).is_ok());
+        let err = Tenant::from_parts("t", "US", None, &[], &Default::default(), false, false, Some("llama")).expect_err("bad mode");
+        assert_eq!(err.0, "moderation");
+    }
+
+    #[test]
+    fn the_moderation_modes_are_the_ones_the_database_allows() {
+        let sql = include_str!("../../migrations/20261204000006_tenant_moderation.sql");
+        let allowed: Vec<&str> = sql
+            .split("IN (")
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .expect("a CHECK list")
+            .split(',')
+            .map(|v| v.trim().trim_matches('\''))
+            .collect();
+        assert_eq!(allowed, Moderation::ALL.map(Moderation::as_str));
     }
 }

@@ -12,6 +12,39 @@ pub enum Override {
     Off,
 }
 
+/// Which classifier decides a tenant's messages (and replies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Moderation {
+    /// The built-in classifier (the learned model beside the rules).
+    Builtin,
+    /// The guard model (`policies.guard_model`, Llama Guard through herd's engine).
+    Guard,
+    /// The built-in classifier first; the guard model on what it lets through.
+    BuiltinThenGuard,
+}
+
+impl Moderation {
+    pub const ALL: [Moderation; 3] = [Moderation::Builtin, Moderation::Guard, Moderation::BuiltinThenGuard];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Moderation::Builtin => "builtin",
+            Moderation::Guard => "guard",
+            Moderation::BuiltinThenGuard => "builtin_then_guard",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// Whether this mode needs the guard model.
+    pub fn needs_guard(self) -> bool {
+        self != Moderation::Builtin
+    }
+}
+
 /// Policy settings of one tenant.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +66,9 @@ pub struct Tenant {
     /// `"pack/rule-id" = "enforce" | "shadow" | "off"`.
     #[serde(default)]
     pub overrides: BTreeMap<String, Override>,
+    /// Which classifier decides; unset: the guard model when one is loaded, else the built-in one.
+    #[serde(default)]
+    pub moderation: Option<Moderation>,
 }
 
 impl Tenant {
@@ -46,6 +82,7 @@ impl Tenant {
             meta_license_granted: false,
             multimodal: false,
             overrides: BTreeMap::new(),
+            moderation: None,
         }
     }
 
@@ -60,6 +97,7 @@ impl Tenant {
         overrides: &BTreeMap<String, String>,
         meta_license_granted: bool,
         multimodal: bool,
+        moderation: Option<&str>,
     ) -> Result<Self, (String, String)> {
         if !crate::region::is_country(principal_place_of_business) {
             return Err(("principal_place_of_business".into(), format!("{principal_place_of_business:?} is not an ISO country code")));
@@ -77,7 +115,15 @@ impl Tenant {
             };
             ov.insert(k.clone(), o);
         }
+        let moderation = match moderation {
+            None => None,
+            Some(m) => Some(
+                Moderation::parse(m)
+                    .ok_or_else(|| ("moderation".to_string(), format!("must be builtin, guard or builtin_then_guard, got {m:?}")))?,
+            ),
+        };
         Ok(Self {
+            moderation,
             name: name.into(),
             principal_place_of_business: principal_place_of_business.into(),
             default_country: default_country.map(str::to_string),

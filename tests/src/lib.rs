@@ -236,6 +236,7 @@ pub fn settings(stub: &GraphStub, db_url: &str, prefix: &str) -> Settings {
         packs: vec!["llama4-license".into(), "meta-ai-rollout".into(), "balanced-moderation".into()],
         meta_license_granted: false,
         multimodal: false,
+        moderation: None,
         overrides: Default::default(),
     }];
     s

@@ -129,6 +129,9 @@ async fn tenants_and_channels_are_validated_written_whole_and_audited() {
         (json!({"name": "", "principal_place_of_business": "FR"}), "name"),
         (json!({"name": "beta", "principal_place_of_business": "FR", "colour": "red"}), "colour"),
         (json!({"name": "beta", "principal_place_of_business": "FR", "multimodal": "yes"}), "multimodal"),
+        (json!({"name": "beta", "principal_place_of_business": "FR", "moderation": "strict"}), "moderation"),
+        // this herd loads no guard model (policies.guard_model unset)
+        (json!({"name": "beta", "principal_place_of_business": "FR", "moderation": "builtin_then_guard"}), "moderation"),
     ] {
         let (s, v) = api.call("post", "/tenants", Some(&key), Some(body.clone())).await;
         assert_eq!(s, 422, "{body}: {v}");
@@ -150,10 +153,14 @@ async fn tenants_and_channels_are_validated_written_whole_and_audited() {
             "put",
             &format!("/tenants/{id}"),
             Some(&key),
-            Some(json!({"default_country": "BE", "overrides": {"balanced-moderation/violent-crimes": "shadow"}})),
+            Some(json!({"default_country": "BE", "overrides": {"balanced-moderation/violent-crimes": "shadow"}, "moderation": "builtin"})),
         )
         .await;
     assert_eq!(s, 200, "{t2}");
+    assert_eq!(t2["moderation"], "builtin");
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT moderation FROM tenants WHERE id = $1").bind(id).fetch_one(&herd.store.pool).await.expect("row");
+    assert_eq!(stored.as_deref(), Some("builtin"));
     assert_eq!((t2["default_country"].as_str(), t2["principal_place_of_business"].as_str()), (Some("BE"), Some("FR")));
     let audit = api.get(&format!("/audit?target_type=tenant&target_id={id}"), &key).await;
     let rows = audit.as_array().expect("rows");

@@ -25,6 +25,7 @@ fn policy_tenant(t: &TenantRow) -> Result<Tenant, (String, String)> {
         &t.overrides,
         t.meta_license_granted,
         t.multimodal,
+        t.moderation.as_deref(),
     )
 }
 
@@ -58,11 +59,21 @@ fn tenant_fields(b: &Body, current: Option<&TenantRow>) -> ApiResult<TenantField
         meta_license_granted: b.bool_or("meta_license_granted", current.is_some_and(|t| t.meta_license_granted))?,
         attest_mau: b.bool_or("attest_mau", false)?,
         multimodal: b.bool_or("multimodal", current.is_some_and(|t| t.multimodal))?,
+        moderation: if b.has("moderation") { b.opt_str("moderation")? } else { current.and_then(|t| t.moderation.clone()) },
     })
 }
 
-const TENANT_KEYS: &[&str] =
-    &["name", "principal_place_of_business", "default_country", "packs", "overrides", "meta_license_granted", "attest_mau", "multimodal"];
+const TENANT_KEYS: &[&str] = &[
+    "name",
+    "principal_place_of_business",
+    "default_country",
+    "packs",
+    "overrides",
+    "meta_license_granted",
+    "attest_mau",
+    "multimodal",
+    "moderation",
+];
 
 /// Checks a tenant's settings against the packs that are active now.
 async fn check_tenant(st: &AppState, t: &TenantFields) -> ApiResult<()> {
@@ -74,10 +85,16 @@ async fn check_tenant(st: &AppState, t: &TenantFields) -> ApiResult<()> {
         &t.overrides,
         t.meta_license_granted,
         t.multimodal,
+        t.moderation.as_deref(),
     )
     .map_err(|(f, e)| ApiError::invalid(f, e))?;
+    if let Some(m) = tenant.moderation.filter(|m| m.needs_guard() && !st.guard_model) {
+        return Err(ApiError::invalid("moderation", format!("{:?} needs a guard model, and policies.guard_model is not set", m.as_str())));
+    }
     let set = active_set(st, None).await?;
-    set.check_tenant(&tenant).map_err(|e| ApiError::invalid(if e.contains("override") { "overrides" } else { "packs" }, e))?;
+    // This process holds no guard model; whether one is loaded was checked above.
+    let packs_only = Tenant { moderation: None, ..tenant.clone() };
+    set.check_tenant(&packs_only).map_err(|e| ApiError::invalid(if e.contains("override") { "overrides" } else { "packs" }, e))?;
     if tenant.multimodal {
         set.may_activate_multimodal(&tenant).map_err(|e| ApiError::invalid("multimodal", e))?;
     }

@@ -33,13 +33,22 @@ pub struct AppState {
     limiter: Arc<DefaultKeyedRateLimiter<String>>,
     /// The other parts of this process (gateway, workers in `herd serve`), for `/readyz`.
     pub health: herd_core::Health,
+    /// Whether the workers load a guard model (`policies.guard_model`): tenants may then choose
+    /// the moderation modes that use it.
+    pub guard_model: bool,
 }
 
 impl AppState {
     /// `requests_per_minute` per API key (or per anonymous caller).
     pub fn new(store: herd_store::Store, queue: herd_queue::Queue, requests_per_minute: u32) -> Self {
         let per_min = NonZeroU32::new(requests_per_minute.max(1)).expect("at least 1");
-        Self { store, queue, limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(per_min))), health: Default::default() }
+        Self {
+            store,
+            queue,
+            limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(per_min))),
+            health: Default::default(),
+            guard_model: false,
+        }
     }
 }
 

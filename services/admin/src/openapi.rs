@@ -15,7 +15,8 @@ fn schema(name: &str) -> Value {
                 "overrides": {"type": "object", "additionalProperties": {"enum": ["enforce", "shadow", "off"]}, "description": "\"pack/rule-id\" → mode"},
                 "meta_license_granted": {"type": "boolean", "description": "Meta granted the license needed above 700M monthly active users"},
                 "attest_mau": {"type": "boolean", "description": "record now that the tenant attests its MAU position"},
-                "multimodal": {"type": "boolean"}
+                "multimodal": {"type": "boolean"},
+                "moderation": {"enum": ["builtin", "guard", "builtin_then_guard", null], "description": "which classifier decides; null: the guard model when one is loaded, else the built-in one"}
             }
         }),
         "channel" => json!({

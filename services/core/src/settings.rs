@@ -185,6 +185,10 @@ pub struct TenantSeed {
     /// The tenant serves a multimodal Llama 4 model.
     #[serde(default)]
     pub multimodal: bool,
+    /// Which classifier decides: `builtin`, `guard` or `builtin_then_guard` (unset: the guard
+    /// model when `policies.guard_model` is set, else the built-in classifier).
+    #[serde(default)]
+    pub moderation: Option<String>,
     /// `"pack/rule-id" = "enforce" | "shadow" | "off"`.
     #[serde(default)]
     pub overrides: std::collections::BTreeMap<String, String>,

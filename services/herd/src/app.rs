@@ -57,12 +57,25 @@ async fn within<T>(what: String, fut: impl std::future::Future<Output = Result<T
     }
 }
 
+/// The configured tenants' policy settings, before anything is stored: each field readable, and a
+/// moderation mode that uses the guard model only when one is configured.
+fn check_tenants(s: &Settings) -> Result<()> {
+    for t in &s.tenants {
+        let tenant = herd_worker::policy::tenant_policy(t).map_err(|e| anyhow::anyhow!("[[tenants]] {e}"))?;
+        if let Some(m) = tenant.moderation.filter(|m| m.needs_guard() && s.policies.guard_model.is_empty()) {
+            anyhow::bail!("[[tenants]] {}: moderation = {:?} needs a guard model, and policies.guard_model is not set", t.name, m.as_str());
+        }
+    }
+    Ok(())
+}
+
 impl App {
     /// Prepares `parts` of `settings`; `stop` ends the policy's reload loop with the process.
     pub async fn build(settings: &Settings, parts: Parts, stop: &watch::Receiver<bool>) -> Result<Self> {
         let s = settings;
         // Settings from a file were checked when read; settings made in code are checked here.
         s.validate().map_err(|e| anyhow::anyhow!("settings: {e}"))?;
+        check_tenants(s)?;
         let health = herd_core::Health::default();
         let pg = format!("connecting to PostgreSQL at {} (database_url)", services::redact(&s.database_url));
         let store = within(pg, async { Ok(Store::connect(&s.database_url).await?) }).await?;
@@ -94,6 +107,7 @@ impl App {
                 let listener = bind("admin.listen", &s.admin.listen).await?;
                 let mut state = herd_admin::AppState::new(store.clone(), queue.clone(), s.admin.requests_per_minute);
                 state.health = health.clone();
+                state.guard_model = !s.policies.guard_model.is_empty();
                 Some((listener, state))
             }
             false => None,

@@ -89,3 +89,16 @@ fn a_broken_policy_pack_stops_start_up() {
     assert_refused("bad pack", &[("HERD__POLICIES__PACKS_DIR", dir.display().to_string())], &["policies.packs_dir", "broken"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_tenant_moderation_mode_without_its_guard_model_stops_start_up() {
+    // The demo settings with the demo tenant asking for the guard model, which is not configured.
+    let src = std::fs::read_to_string(root().join("deploy/local/herd.toml")).expect("demo settings");
+    let at = src.find("[[tenants]]").expect("a tenant");
+    let line_end = at + src[at..].find('\n').expect("line");
+    let with = format!("{}\nmoderation = \"builtin_then_guard\"{}", &src[..line_end], &src[line_end..]);
+    let file = std::env::temp_dir().join(format!("herd-moderation-{}.toml", std::process::id()));
+    std::fs::write(&file, with).expect("write");
+    assert_refused("guard mode without a guard", &[("HERD_CONFIG", file.display().to_string())], &["moderation", "policies.guard_model"]);
+    let _ = std::fs::remove_file(&file);
+}

@@ -47,6 +47,8 @@ pub struct TenantRow {
     pub mau_attested_at: Option<chrono::DateTime<chrono::Utc>>,
     pub mau_attested_by: Option<String>,
     pub multimodal: bool,
+    /// `builtin`, `guard` or `builtin_then_guard`; unset: the guard model when one is loaded.
+    pub moderation: Option<String>,
     pub managed_by: String,
 }
 
@@ -62,6 +64,7 @@ pub struct TenantFields {
     /// Attest now that the tenant is under the MAU threshold (or holds Meta's license).
     pub attest_mau: bool,
     pub multimodal: bool,
+    pub moderation: Option<String>,
 }
 
 /// A channel with its secrets masked.
@@ -182,7 +185,7 @@ pub async fn audit(
 }
 
 const TENANT_COLS: &str = "id, name, principal_place_of_business, default_country, packs, overrides, meta_license_granted,
-    mau_attested_at, mau_attested_by, multimodal, managed_by";
+    mau_attested_at, mau_attested_by, multimodal, moderation, managed_by";
 
 fn tenant_row(r: &sqlx::postgres::PgRow) -> TenantRow {
     let packs: Value = r.get("packs");
@@ -198,6 +201,7 @@ fn tenant_row(r: &sqlx::postgres::PgRow) -> TenantRow {
         mau_attested_at: r.get("mau_attested_at"),
         mau_attested_by: r.get("mau_attested_by"),
         multimodal: r.get("multimodal"),
+        moderation: r.get("moderation"),
         managed_by: r.get("managed_by"),
     }
 }
@@ -218,7 +222,7 @@ type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>
 
 /// Binds a tenant's fields in the order both the `INSERT` and the `UPDATE` number them (after
 /// any leading parameters): name, place of business, country, packs, overrides, licence, attest
-/// flag, attesting actor, multimodal.
+/// flag, attesting actor, multimodal, moderation.
 fn bind_tenant<'q>(q: PgQuery<'q>, t: &'q TenantFields, actor: &'q Actor) -> PgQuery<'q> {
     q.bind(&t.name)
         .bind(&t.principal_place_of_business)
@@ -229,6 +233,7 @@ fn bind_tenant<'q>(q: PgQuery<'q>, t: &'q TenantFields, actor: &'q Actor) -> PgQ
         .bind(t.attest_mau)
         .bind(&actor.name)
         .bind(t.multimodal)
+        .bind(&t.moderation)
 }
 
 fn json<T: Serialize>(v: &T) -> Option<Value> {
@@ -311,8 +316,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let q = sqlx::query(sql!(
             "INSERT INTO tenants (name, principal_place_of_business, default_country, packs, overrides, meta_license_granted,
-               mau_attested_at, mau_attested_by, multimodal, managed_by)
-             VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN now() END, CASE WHEN $7 THEN $8 END, $9, 'admin')
+               mau_attested_at, mau_attested_by, multimodal, moderation, managed_by)
+             VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN now() END, CASE WHEN $7 THEN $8 END, $9, $10, 'admin')
              ON CONFLICT (name) DO NOTHING RETURNING {TENANT_COLS}"
         ));
         let row = bind_tenant(q, t, actor).fetch_optional(&mut *tx).await?;
@@ -333,7 +338,7 @@ impl Store {
                meta_license_granted = $7,
                mau_attested_at = CASE WHEN $8 THEN now() ELSE mau_attested_at END,
                mau_attested_by = CASE WHEN $8 THEN $9 ELSE mau_attested_by END,
-               multimodal = $10, managed_by = 'admin', updated_at = now()
+               multimodal = $10, moderation = $11, managed_by = 'admin', updated_at = now()
              WHERE id = $1 RETURNING {TENANT_COLS}"
         ))
         .bind(id);

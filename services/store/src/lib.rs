@@ -147,15 +147,16 @@ impl Store {
         for t in tenants {
             // The settings file owns a tenant's policy settings until the admin API changes them.
             let tid: i64 = sqlx::query_scalar(
-                "INSERT INTO tenants (name, principal_place_of_business, default_country, packs, overrides, meta_license_granted, multimodal)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                "INSERT INTO tenants (name, principal_place_of_business, default_country, packs, overrides, meta_license_granted, multimodal, moderation)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT (name) DO UPDATE SET
                    principal_place_of_business = CASE WHEN tenants.managed_by = 'settings' THEN EXCLUDED.principal_place_of_business ELSE tenants.principal_place_of_business END,
                    default_country = CASE WHEN tenants.managed_by = 'settings' THEN EXCLUDED.default_country ELSE tenants.default_country END,
                    packs = CASE WHEN tenants.managed_by = 'settings' THEN EXCLUDED.packs ELSE tenants.packs END,
                    overrides = CASE WHEN tenants.managed_by = 'settings' THEN EXCLUDED.overrides ELSE tenants.overrides END,
                    meta_license_granted = CASE WHEN tenants.managed_by = 'settings' THEN EXCLUDED.meta_license_granted ELSE tenants.meta_license_granted END,
-                   multimodal = CASE WHEN tenants.managed_by = 'settings' THEN EXCLUDED.multimodal ELSE tenants.multimodal END
+                   multimodal = CASE WHEN tenants.managed_by = 'settings' THEN EXCLUDED.multimodal ELSE tenants.multimodal END,
+                   moderation = CASE WHEN tenants.managed_by = 'settings' THEN EXCLUDED.moderation ELSE tenants.moderation END
                  RETURNING id",
             )
             .bind(&t.name)
@@ -165,6 +166,7 @@ impl Store {
             .bind(serde_json::to_value(&t.overrides).unwrap_or_default())
             .bind(t.meta_license_granted)
             .bind(t.multimodal)
+            .bind(&t.moderation)
             .fetch_one(&mut *tx)
             .await?;
             for c in &t.channels {

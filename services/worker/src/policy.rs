@@ -81,6 +81,7 @@ pub fn tenant_policy(t: &herd_core::settings::TenantSeed) -> Result<Tenant, Stri
         &t.overrides,
         t.meta_license_granted,
         t.multimodal,
+        t.moderation.as_deref(),
     )
     .map_err(|(field, e)| format!("tenant {}: {field}: {e}", t.name))
 }
@@ -95,6 +96,7 @@ pub fn stored_tenant_policy(t: &herd_store::admin::TenantRow) -> Result<Tenant, 
         &t.overrides,
         t.meta_license_granted,
         t.multimodal,
+        t.moderation.as_deref(),
     )
 }
 
@@ -254,7 +256,7 @@ impl StorePolicy {
         let files: Vec<(String, String)> = sources.into_iter().map(|(n, v, src)| (format!("{n}@{v}"), src)).collect();
         let mut set = PolicySet::from_sources(files.iter().map(|(f, s)| (f.as_str(), s.as_str()))).map_err(|e| e.to_string())?;
         if let Some(c) = classifier {
-            set = set.with_classifier(Box::new(c.clone()));
+            set = set.with_guard(Box::new(c.clone()));
         }
         let mut tenants = HashMap::new();
         for t in store.tenant_rows().await.map_err(|e| e.to_string())? {
