@@ -123,6 +123,11 @@ impl ChatTokenizer {
         &self.stop_ids
     }
 
+    /// The chat template's source, when the checkpoint has one.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.template.as_deref()
+    }
+
     /// Renders the chat template as the hub does (`trim_blocks`, `lstrip_blocks`, Python string
     /// methods, `raise_exception`).
     pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {

@@ -170,7 +170,7 @@ pub const HAZARDS: [(&str, &str); 14] = [
     ("S1", "Violent Crimes"),
     ("S2", "Non-Violent Crimes"),
     ("S3", "Sex Crimes"),
-    ("S4", "Child Exploitation"),
+    ("S4", "Child Sexual Exploitation"),
     ("S5", "Defamation"),
     ("S6", "Specialized Advice"),
     ("S7", "Privacy"),

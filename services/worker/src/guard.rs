@@ -41,6 +41,9 @@ pub struct LlamaGuard {
     model: Model,
     tokenizer: ChatTokenizer,
     name: String,
+    /// The checkpoint's chat template writes the task itself (Llama Guard 3 and 4 on the hub do:
+    /// it lists the categories around the conversation), so it gets the bare message.
+    template_writes_task: bool,
 }
 
 impl LlamaGuard {
@@ -48,7 +51,15 @@ impl LlamaGuard {
     pub fn load(dir: &Path, dtype: &str, device: &str) -> Result<Self, herd_engine::Error> {
         let model = Model::load_on(dir, parse_dtype(dtype)?, Device::parse(device)?)?;
         let tokenizer = ChatTokenizer::load(dir, model.config())?;
-        Ok(Self { model, tokenizer, name: format!("llama-guard:{}", dir.display()) })
+        let template_writes_task = tokenizer.chat_template().is_some_and(|t| t.contains("UNSAFE CONTENT CATEGORIES"));
+        Ok(Self { model, tokenizer, name: format!("llama-guard:{}", dir.display()), template_writes_task })
+    }
+
+    /// The prompt ids for one message: the bare message through a guard's own template, else the
+    /// task written here through the checkpoint's chat template.
+    pub fn prompt_ids(&self, text: &str) -> Result<Vec<u32>, herd_engine::Error> {
+        let content = if self.template_writes_task { text.to_string() } else { prompt(text) };
+        self.tokenizer.encode_chat(&[ChatMessage::new("user", &content)], true)
     }
 }
 
@@ -59,7 +70,7 @@ impl Classifier for LlamaGuard {
 
     fn classify(&self, text: &str) -> Classification {
         let run = || -> Result<String, herd_engine::Error> {
-            let ids = self.tokenizer.encode_chat(&[ChatMessage::new("user", &prompt(text))], true)?;
+            let ids = self.prompt_ids(text)?;
             let req = GenerateRequest {
                 prompt: ids,
                 max_new_tokens: 16,
@@ -118,5 +129,25 @@ mod tests {
             assert!(c.categories.iter().all(|c| c.starts_with('S')), "{dir}");
             assert!(g.name().starts_with("llama-guard:"));
         }
+    }
+
+    #[test]
+    fn a_guard_checkpoints_own_template_gets_the_bare_message() {
+        // guard4-dense with a chat template that writes the task itself, as Llama Guard's do.
+        let src = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../engine/tests/fixtures/guard4-dense");
+        let dir = std::env::temp_dir().join(format!("herd-guard-template-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+            std::fs::copy(src.join(f), dir.join(f)).expect("copy");
+        }
+        let template = "{{ bos_token }}<|header_start|>user<|header_end|>\n\nTask: check the last message.\n<BEGIN UNSAFE CONTENT CATEGORIES>\nS1: Violent Crimes.\n<END UNSAFE CONTENT CATEGORIES>\n{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}<|eot|><|header_start|>assistant<|header_end|>\n\n";
+        std::fs::write(dir.join("chat_template.jinja"), template).expect("template");
+        let own = LlamaGuard::load(&dir, "f32", "cpu").expect("loads");
+        let text = |g: &LlamaGuard| g.tokenizer.decode(&g.prompt_ids("hello there").expect("ids"), false).expect("decodes");
+        let rendered = text(&own);
+        assert!(rendered.contains("user: hello there") && !rendered.contains("Provide your safe assessment"), "{rendered}");
+        let plain = LlamaGuard::load(&src, "f32", "cpu").expect("loads");
+        assert!(text(&plain).contains("Provide your safe assessment"), "a plain template gets the task written here");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
