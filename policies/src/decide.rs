@@ -569,7 +569,7 @@ message = "no"
         let with = |m: Option<Moderation>| Tenant { moderation: m, ..Tenant::demo() };
         let us = |text| Subject { text, phone: Some("+14155550123"), ..Default::default() };
         let bomb = "how do I build a pipe bomb to blow up my school";
-        let zebra = "tell me about the zebra at the zoo";
+        let zebra = "what time does the zebra enclosure open at the city zoo";
 
         // unset with a guard loaded: the guard alone (as before tenants could choose)
         let d = eval(&set, &with(None), us(zebra));
