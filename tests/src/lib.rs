@@ -438,6 +438,30 @@ impl Herd {
     }
 }
 
+/// `method` on the admin API at `base` (`/admin/v1` included in `path`), with a bearer `key` and a
+/// JSON `body`: the status and the body as JSON (a body that is not JSON as a string).
+pub async fn admin_call(
+    http: &reqwest::Client,
+    base: &str,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+    let mut req = http.request(m, format!("{base}{path}"));
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("admin answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
 /// `sha256=<hex>` of `body` with `secret`.
 pub fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");

@@ -16,19 +16,7 @@ struct Api {
 
 impl Api {
     async fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
-        let url = format!("{}/admin/v1{path}", self.base);
-        let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
-        let mut req = self.http.request(m, url);
-        if let Some(k) = key {
-            req = req.bearer_auth(k);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("admin answers");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        admin_call(&self.http, &self.base, method, &format!("/admin/v1{path}"), key, body).await
     }
 
     async fn get(&self, path: &str, key: &str) -> Value {

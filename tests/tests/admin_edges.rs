@@ -2,43 +2,29 @@
 //! dodge the rate limit, and the dashboard's security headers.
 
 use herd_e2e::*;
-use serde_json::{Value, json};
-
-async fn call(base: &str, method: reqwest::Method, path: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().request(method, format!("{base}{path}"));
-    if let Some(k) = key {
-        req = req.bearer_auth(k);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("admin answers");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nul_character_in_a_query_path_or_body_is_422_naming_where() {
     let herd = Herd::start(0).await;
     let base = herd.start_admin(600).await;
     let (_, key) = herd.admin_key("admin").await;
-    let get = reqwest::Method::GET;
-    let (s, v) = call(&base, get.clone(), "/admin/v1/audit?target_type=user&target_id=%00", Some(&key), None).await;
+    let (s, v) = admin_call(&herd.http, &base, "GET", "/admin/v1/audit?target_type=user&target_id=%00", Some(&key), None).await;
     assert_eq!(s, 422, "{v}");
     assert_eq!(v["field"], "target_id", "{v}");
-    let (s, v) = call(&base, get.clone(), "/admin/v1/packs/x%00y/versions/1", Some(&key), None).await;
+    let (s, v) = admin_call(&herd.http, &base, "GET", "/admin/v1/packs/x%00y/versions/1", Some(&key), None).await;
     assert_eq!(s, 422, "{v}");
     assert_eq!(v["field"], "path", "{v}");
     let body = json!({"name": "nultest\u{0}corp"});
-    let (s, v) = call(&base, reqwest::Method::POST, "/admin/v1/tenants", Some(&key), Some(body)).await;
+    let (s, v) = admin_call(&herd.http, &base, "POST", "/admin/v1/tenants", Some(&key), Some(body)).await;
     assert_eq!(s, 422, "{v}");
     assert_eq!(v["field"], "name", "{v}");
     let nested = json!({"name": "nultest", "overrides": {"US": "a\u{0}"}});
-    let (s, v) = call(&base, reqwest::Method::POST, "/admin/v1/tenants", Some(&key), Some(nested)).await;
+    let (s, v) = admin_call(&herd.http, &base, "POST", "/admin/v1/tenants", Some(&key), Some(nested)).await;
     assert_eq!((s, v["field"].as_str()), (422, Some("overrides.US")), "{v}");
     assert_eq!(herd.count("SELECT count(*) FROM tenants WHERE name LIKE 'nultest%'").await, 0);
     // the same query without the NUL works
-    let (s, _) = call(&base, get, "/admin/v1/audit?target_type=user&target_id=42", Some(&key), None).await;
+    let (s, _) = admin_call(&herd.http, &base, "GET", "/admin/v1/audit?target_type=user&target_id=42", Some(&key), None).await;
     assert_eq!(s, 200);
     herd.stop().await;
 }
@@ -49,13 +35,13 @@ async fn a_fresh_invalid_key_per_request_is_rate_limited_by_client_address() {
     let base = herd.start_admin(10).await;
     let mut statuses = vec![];
     for i in 0..15 {
-        statuses.push(call(&base, reqwest::Method::GET, "/admin/v1/whoami", Some(&format!("herd_invalid{i}")), None).await.0);
+        statuses.push(admin_call(&herd.http, &base, "GET", "/admin/v1/whoami", Some(&format!("herd_invalid{i}")), None).await.0);
     }
     assert_eq!(&statuses[..10], &[401; 10], "{statuses:?}");
     assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
     // a valid key has its own budget
     let (_, key) = herd.admin_key("analyst").await;
-    assert_eq!(call(&base, reqwest::Method::GET, "/admin/v1/whoami", Some(&key), None).await.0, 200);
+    assert_eq!(admin_call(&herd.http, &base, "GET", "/admin/v1/whoami", Some(&key), None).await.0, 200);
     herd.stop().await;
 }
 

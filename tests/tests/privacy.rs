@@ -3,7 +3,7 @@
 //! the user sends after the erasure is answered as from a new user.
 
 use herd_e2e::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 
 const GONE: &str = "447700900901";
@@ -32,6 +32,12 @@ async fn redis_text(herd: &Herd) -> String {
     text
 }
 
+/// `POST /admin/v1/privacy/delete-user` for the user `GONE`: the answer.
+async fn erase(herd: &Herd, base: &str, key: &str) -> serde_json::Value {
+    let body = json!({"platform": "whatsapp", "external_id": GONE});
+    admin_call(&herd.http, base, "POST", "/admin/v1/privacy/delete-user", Some(key), Some(body)).await.1
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_in_flight_at_the_erasure_writes_nothing_back_and_redis_keeps_nothing_of_the_user() {
     let herd = Herd::start(1).await;
@@ -49,17 +55,7 @@ async fn a_reply_in_flight_at_the_erasure_writes_nothing_back_and_redis_keeps_no
     herd.wait_count("SELECT count(*) FROM outbox WHERE state = 'sending'", 1).await;
     assert!(rows_of(&herd, GONE).await > 0);
 
-    let d: Value = herd
-        .http
-        .post(format!("{base}/admin/v1/privacy/delete-user"))
-        .bearer_auth(&key)
-        .json(&json!({"platform": "whatsapp", "external_id": GONE}))
-        .send()
-        .await
-        .expect("delete")
-        .json()
-        .await
-        .expect("json");
+    let d = erase(&herd, &base, &key).await;
     assert_eq!(d["database"]["users"], 1, "{d}");
     assert_eq!(d["database"]["messages"], 5, "three in, two out: {d}");
     assert!(d["redis_keys"].as_u64().is_some_and(|n| n >= 4), "dedup keys of 3 messages, the lock: {d}");
@@ -73,17 +69,7 @@ async fn a_reply_in_flight_at_the_erasure_writes_nothing_back_and_redis_keeps_no
     assert!(!redis.contains(GONE) && !redis.contains("wamid.GONE"), "Redis still names the user:\n{redis}");
     assert_eq!(herd.dead_letters().await, 0);
     // A second call finds nothing left, and says so truly.
-    let again: Value = herd
-        .http
-        .post(format!("{base}/admin/v1/privacy/delete-user"))
-        .bearer_auth(&key)
-        .json(&json!({"platform": "whatsapp", "external_id": GONE}))
-        .send()
-        .await
-        .expect("delete")
-        .json()
-        .await
-        .expect("json");
+    let again = erase(&herd, &base, &key).await;
     assert_eq!(
         (again["database"]["users"].as_i64(), again["redis_keys"].as_u64(), again["stream_entries"].as_u64()),
         (Some(0), Some(0), Some(0)),

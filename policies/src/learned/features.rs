@@ -57,6 +57,11 @@ fn fnv(family: u8, parts: &[&str]) -> u64 {
 /// Sparse features of `text`: `(hash, value)` sorted by hash, values L2-normalised. Hashes are
 /// full 64-bit; a model takes them modulo its bucket count.
 pub fn features(text: &str) -> Vec<(u64, f32)> {
+    features_and_words(text).0
+}
+
+/// [`features`] and the number of words they were made from.
+pub fn features_and_words(text: &str) -> (Vec<(u64, f32)>, usize) {
     let norm = normalize(text);
     let words: Vec<&str> = norm.split(' ').filter(|w| !w.is_empty()).collect();
     let mut hashes: Vec<u64> = Vec::with_capacity(norm.len() * 4);
@@ -84,7 +89,7 @@ pub fn features(text: &str) -> Vec<(u64, f32)> {
     out.sort_unstable_by_key(|&(h, _)| h);
     let inv = if out.is_empty() { 0.0 } else { (out.iter().map(|(_, v)| v * v).sum::<f32>()).sqrt().recip() };
     out.iter_mut().for_each(|(_, v)| *v *= inv);
-    out
+    (out, words.len())
 }
 
 /// Counts of `hashes` as sublinear values (1 + ln n), L2-normalised, sorted by hash.

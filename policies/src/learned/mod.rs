@@ -69,8 +69,7 @@ pub fn classify_with(model: &NgramModel, text: &str) -> Classification {
     }
     let debated = categories.is_empty() && s.labels[DEBATED] >= t.debated;
     // A greeting or two words say little about the language ("hello" is said everywhere).
-    let words = features::normalize(text).split(' ').filter(|w| !w.is_empty()).count();
-    let language = (words >= MIN_WORDS_FOR_LANGUAGE && s.language.1 >= t.language).then_some(s.language.0);
+    let language = (s.words >= MIN_WORDS_FOR_LANGUAGE && s.language.1 >= t.language).then_some(s.language.0);
     Classification { categories, debated, language }
 }
 

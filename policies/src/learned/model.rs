@@ -2,7 +2,7 @@
 //! moderation labels (`benign`, `debated`, S1–S14), one over languages. Weights are int8 with a
 //! scale per label, stored after a one-line JSON header (see [`NgramModel::to_bytes`]).
 
-use super::features::features;
+use super::features::features_and_words;
 use serde::{Deserialize, Serialize};
 
 /// The moderation labels, in the order of the label head's outputs.
@@ -99,6 +99,8 @@ pub struct Scored {
     pub labels: Vec<f32>,
     /// The most likely language and its probability.
     pub language: (&'static str, f32),
+    /// Words in the text (as features split it).
+    pub words: usize,
 }
 
 impl Scored {
@@ -130,11 +132,11 @@ fn softmax(mut s: Vec<f32>) -> Vec<f32> {
 
 impl NgramModel {
     pub fn score(&self, text: &str) -> Scored {
-        let f = features(text);
+        let (f, words) = features_and_words(text);
         let labels = softmax(self.labels.scores(&f));
         let langs = softmax(self.langs.scores(&f));
         let (i, p) = langs.iter().enumerate().fold((0, 0.0f32), |best, (i, &p)| if p > best.1 { (i, p) } else { best });
-        Scored { labels, language: (LANGS[i], p) }
+        Scored { labels, language: (LANGS[i], p), words }
     }
 
     /// The file: a JSON header line, then the label head's and the language head's int8 weights.

@@ -265,6 +265,16 @@ pub async fn latency(State(st): State<AppState>, Query(q): Query<HashMap<String,
     respond(&f, v, "metrics")
 }
 
+/// A `pack, rule, action, count` row as JSON.
+fn rule_count(r: &sqlx::postgres::PgRow) -> Value {
+    obj(vec![
+        ("pack", json!(r.get::<String, _>("pack"))),
+        ("rule", json!(r.get::<String, _>("rule"))),
+        ("action", json!(r.get::<String, _>("action"))),
+        ("count", int(r, "count")),
+    ])
+}
+
 pub async fn policy(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
     let f = Filter::parse(&q)?;
     let pool = st.store.pool();
@@ -312,27 +322,13 @@ pub async fn policy(State(st): State<AppState>, Query(q): Query<HashMap<String, 
     .fetch_all(pool)
     .await?
     .iter()
-    .map(|r| {
-        obj(vec![
-            ("pack", json!(r.get::<String, _>("pack"))),
-            ("rule", json!(r.get::<String, _>("rule"))),
-            ("action", json!(r.get::<String, _>("action"))),
-            ("count", int(r, "count")),
-        ])
-    })
+    .map(rule_count)
     .collect();
     let shadow: Vec<Value> = bind(q!("SELECT f.pack, f.rule, f.action, sum(f.n)::BIGINT AS count FROM {facts} f WHERE {SCOPE} AND f.shadow GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3"), &f)
         .fetch_all(pool)
         .await?
         .iter()
-        .map(|r| {
-            obj(vec![
-                ("pack", json!(r.get::<String, _>("pack"))),
-                ("rule", json!(r.get::<String, _>("rule"))),
-                ("action", json!(r.get::<String, _>("action"))),
-                ("count", int(r, "count")),
-            ])
-        })
+        .map(rule_count)
         .collect();
     // Balanced share: replies generated in balanced mode among all replies (first pieces).
     let replies =
