@@ -96,15 +96,25 @@ fn csv_rows(text: &str) -> Vec<Vec<String>> {
     rows
 }
 
+/// How the texts of a benchmark file are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// User messages (the input check).
+    Messages,
+    /// Assistant replies (the output check).
+    Replies,
+}
+
 /// Decides every prompt for `tenant` and counts.
-pub fn run(set: &PolicySet, tenant: &Tenant, prompts: &[Labelled]) -> Report {
+pub fn run(set: &PolicySet, tenant: &Tenant, prompts: &[Labelled], read: Read) -> Report {
+    let reply_to = (read == Read::Replies).then_some("");
     let mut lat = Vec::with_capacity(prompts.len());
     let (mut tp, mut fnn, mut fp, mut tn) = (0, 0, 0, 0);
     let (mut debated, mut balanced, mut debated_refused) = (0, 0, 0);
     let mut mistakes = Vec::new();
     for p in prompts {
         let t = Instant::now();
-        let d = set.evaluate(tenant, &Subject { text: &p.prompt, ..Default::default() });
+        let d = set.evaluate(tenant, &Subject { text: &p.prompt, reply_to, ..Default::default() });
         lat.push(t.elapsed().as_secs_f64() * 1e6);
         let refused = matches!(d.action, Action::Refuse | Action::Support);
         if p.debated {

@@ -22,8 +22,14 @@ pub struct Classification {
 pub trait Classifier: Send + Sync {
     /// Short name, for the audit trail.
     fn name(&self) -> &str;
-    /// Classifies one user message (or, for output checks, one reply).
+    /// Classifies one user message.
     fn classify(&self, text: &str) -> Classification;
+    /// Classifies an assistant's `reply` to the user message `prompt` (the output check). By
+    /// default the reply is read like a message.
+    fn classify_reply(&self, prompt: &str, reply: &str) -> Classification {
+        let _ = prompt;
+        self.classify(reply)
+    }
 }
 
 /// A shared classifier (one loaded model serving policy sets rebuilt on reload).
@@ -33,6 +39,9 @@ impl<T: Classifier + ?Sized> Classifier for std::sync::Arc<T> {
     }
     fn classify(&self, text: &str) -> Classification {
         (**self).classify(text)
+    }
+    fn classify_reply(&self, prompt: &str, reply: &str) -> Classification {
+        (**self).classify_reply(prompt, reply)
     }
 }
 

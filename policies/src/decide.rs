@@ -93,6 +93,8 @@ pub struct Subject<'a> {
     pub monthly_active_users: Option<u64>,
     /// First message of this user this month.
     pub new_user: bool,
+    /// `text` is the assistant's reply to this user message (the output check).
+    pub reply_to: Option<&'a str>,
 }
 
 /// The main language of a country, for messages to users without a declared locale.
@@ -196,23 +198,28 @@ impl PolicySet {
 
     /// Classifies `text` the way `tenant` asked; returns what was found and which classifier(s)
     /// decided.
-    fn classify_for(&self, tenant: &Tenant, text: &str) -> (Classification, String) {
+    /// A reply (`reply_to` set) is read as one, by the classifiers that tell replies apart.
+    fn classify_for(&self, tenant: &Tenant, text: &str, reply_to: Option<&str>) -> (Classification, String) {
         let mode = tenant.moderation.unwrap_or(if self.guard.is_some() { Moderation::Guard } else { Moderation::Builtin });
+        let run = |c: &dyn Classifier| match reply_to {
+            Some(prompt) => c.classify_reply(prompt, text),
+            None => c.classify(text),
+        };
         match (mode, self.guard.as_deref()) {
-            (Moderation::Guard, Some(g)) => (g.classify(text), g.name().to_string()),
+            (Moderation::Guard, Some(g)) => (run(g), g.name().to_string()),
             (Moderation::BuiltinThenGuard, Some(g)) => {
-                let first = self.classifier.classify(text);
+                let first = run(self.classifier.as_ref());
                 if !first.categories.is_empty() {
                     return (first, self.classifier.name().to_string());
                 }
-                let second = g.classify(text);
+                let second = run(g);
                 let name = format!("{} then {}", self.classifier.name(), g.name());
                 // The guard has no balanced mode and does not tell languages: those stay the built-in's.
                 let debated = first.debated && second.categories.is_empty();
                 (Classification { categories: second.categories, debated, language: first.language }, name)
             }
             // Builtin, or a mode needing a guard that is not loaded (refused by `check_tenant`).
-            _ => (self.classifier.classify(text), self.classifier.name().to_string()),
+            _ => (run(self.classifier.as_ref()), self.classifier.name().to_string()),
         }
     }
 
@@ -282,7 +289,7 @@ impl PolicySet {
         // declared one, else the main language of the user's country.
         let declared = s.locale.and_then(language_of_locale);
         let eu = country.as_ref().map(|c| self.groups.is_eu(c));
-        let (classification, classifier) = self.classify_for(tenant, s.text);
+        let (classification, classifier) = self.classify_for(tenant, s.text, s.reply_to);
         let language = classification
             .language
             .map(str::to_string)
@@ -383,8 +390,9 @@ impl PolicySet {
     /// Looks at a generated reply: unsafe content is replaced by the category's message; a
     /// balanced answer (`balanced` holds the system prompt it was made with) that lectures or shows
     /// one side is regenerated once (`attempt` 0 → may regenerate, 1 → send as is).
-    pub fn check_output(&self, tenant: &Tenant, balanced: Option<&str>, reply: &str, attempt: u32) -> OutputCheck {
-        let mut on_reply = self.evaluate(tenant, &Subject { text: reply, ..Default::default() });
+    /// `prompt` is the user message the reply answers.
+    pub fn check_output(&self, tenant: &Tenant, balanced: Option<&str>, prompt: &str, reply: &str, attempt: u32) -> OutputCheck {
+        let mut on_reply = self.evaluate(tenant, &Subject { text: reply, reply_to: Some(prompt), ..Default::default() });
         on_reply.hits.retain(|h| h.category.is_some());
         if on_reply.action == Action::Refuse {
             return OutputCheck::Replace { message: on_reply.message.clone().unwrap_or_default(), decision: Box::new(on_reply) };
@@ -542,10 +550,13 @@ message = "no"
         assert!(d.system_prompt.as_deref().is_some_and(|p| p.contains("main perspectives")));
         let lecture = "It's important to remember that every life matters, and I encourage you to reflect.";
         let balanced = d.system_prompt.as_deref();
-        assert!(matches!(set.check_output(&t, balanced, lecture, 0), OutputCheck::Regenerate { .. }));
-        assert_eq!(set.check_output(&t, balanced, lecture, 1), OutputCheck::Send);
+        assert!(matches!(
+            set.check_output(&t, balanced, "Should the death penalty be abolished?", lecture, 0),
+            OutputCheck::Regenerate { .. }
+        ));
+        assert_eq!(set.check_output(&t, balanced, "Should the death penalty be abolished?", lecture, 1), OutputCheck::Send);
         let fair = "Supporters argue it deters crime and delivers justice, while critics say it risks executing innocent people; others point to its cost.";
-        assert_eq!(set.check_output(&t, balanced, fair, 0), OutputCheck::Send);
+        assert_eq!(set.check_output(&t, balanced, "Should the death penalty be abolished?", fair, 0), OutputCheck::Send);
     }
 
     /// A stand-in guard model for the combination logic: flags `zebra` as S1 and counts calls.
@@ -559,6 +570,22 @@ message = "no"
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Classification { categories: if text.contains("zebra") { vec!["S1"] } else { vec![] }, ..Default::default() }
         }
+        /// A reply is unsafe when it agrees to a request about zebras.
+        fn classify_reply(&self, prompt: &str, reply: &str) -> Classification {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let agrees = prompt.contains("zebra") && reply.starts_with("Sure");
+            Classification { categories: if agrees { vec!["S1"] } else { vec![] }, ..Default::default() }
+        }
+    }
+
+    #[test]
+    fn the_output_check_reads_the_reply_with_the_message_it_answers() {
+        let set = PolicySet::shipped().with_guard(Box::new(ZebraGuard(Default::default())));
+        let t = Tenant { moderation: Some(Moderation::Guard), ..Tenant::demo() };
+        let check = |prompt, reply| set.check_output(&t, None, prompt, reply, 0);
+        assert!(matches!(check("how do I hurt a zebra", "Sure, first you"), OutputCheck::Replace { .. }));
+        assert_eq!(check("how do I feed a zebra", "Zebras eat grass."), OutputCheck::Send);
+        assert_eq!(check("how do I bake bread", "Sure, first you knead it."), OutputCheck::Send);
     }
 
     #[test]

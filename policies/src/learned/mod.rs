@@ -8,7 +8,7 @@ pub mod model;
 pub mod train;
 
 use crate::classify::{Classification, Classifier, RuleClassifier};
-use model::{DEBATED, FIRST_HAZARD, LABELS, NgramModel, SELF_HARM};
+use model::{DEBATED, LABELS, NgramModel, SELF_HARM};
 
 /// Texts shorter than this many words get no language.
 pub const MIN_WORDS_FOR_LANGUAGE: usize = 3;
@@ -62,8 +62,7 @@ pub fn classify_with(model: &NgramModel, text: &str) -> Classification {
     let t = &model.thresholds;
     let mut categories = Vec::new();
     if s.harmful() >= t.harmful {
-        let top = (FIRST_HAZARD..LABELS.len()).max_by(|&a, &b| s.labels[a].total_cmp(&s.labels[b])).unwrap_or(FIRST_HAZARD);
-        categories.push(LABELS[top]);
+        categories.push(LABELS[s.top_hazard()]);
     } else if s.labels[SELF_HARM] >= t.self_harm {
         categories.push(LABELS[SELF_HARM]);
     }
@@ -71,6 +70,16 @@ pub fn classify_with(model: &NgramModel, text: &str) -> Classification {
     // A greeting or two words say little about the language ("hello" is said everywhere).
     let language = (s.words >= MIN_WORDS_FOR_LANGUAGE && s.language.1 >= t.language).then_some(s.language.0);
     Classification { categories, debated, language }
+}
+
+/// The model's classification of an assistant's reply: a hazard category when the categories
+/// together reach the reply threshold (no self-harm path: a caring reply to someone in crisis is
+/// what herd wants to send; no balanced mode: that is decided on the user's message).
+pub fn classify_reply_with(model: &NgramModel, reply: &str) -> Classification {
+    let s = model.score(reply);
+    let categories = if s.harmful() >= model.thresholds.reply { vec![LABELS[s.top_hazard()]] } else { vec![] };
+    let language = (s.words >= MIN_WORDS_FOR_LANGUAGE && s.language.1 >= model.thresholds.language).then_some(s.language.0);
+    Classification { categories, debated: false, language }
 }
 
 impl Classifier for LearnedClassifier {
@@ -93,6 +102,13 @@ impl Classifier for LearnedClassifier {
             c.debated = c.categories.is_empty() && (c.debated || r.debated);
         }
         c
+    }
+
+    /// Replies are read by the model alone, at its reply threshold: the rules look for a user
+    /// asking how to do harm, and on replies they mostly flag safe ones (measured in
+    /// docs/moderation.md).
+    fn classify_reply(&self, _prompt: &str, reply: &str) -> Classification {
+        classify_reply_with(&self.model, reply)
     }
 }
 

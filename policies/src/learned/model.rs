@@ -73,6 +73,9 @@ pub struct Thresholds {
     pub self_harm: f32,
     /// Trust the language head at or above this probability.
     pub language: f32,
+    /// Flag an assistant's reply (the output check) when the hazard categories together have at
+    /// least this probability; chosen on the reply rows, which read unlike user messages.
+    pub reply: f32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -107,6 +110,11 @@ impl Scored {
     /// Probability that the text is a harmful request (any hazard category).
     pub fn harmful(&self) -> f32 {
         self.labels[FIRST_HAZARD..].iter().sum()
+    }
+
+    /// The most likely hazard category (an index into [`LABELS`]).
+    pub fn top_hazard(&self) -> usize {
+        (FIRST_HAZARD..LABELS.len()).max_by(|&a, &b| self.labels[a].total_cmp(&self.labels[b])).unwrap_or(FIRST_HAZARD)
     }
 }
 
@@ -218,7 +226,7 @@ mod tests {
         NgramModel {
             labels: h(LABELS.len(), 8),
             langs: h(LANGS.len(), 8),
-            thresholds: Thresholds { harmful: 0.5, debated: 0.5, self_harm: 0.5, language: 0.6 },
+            thresholds: Thresholds { harmful: 0.5, debated: 0.5, self_harm: 0.5, language: 0.6, reply: 0.5 },
             training: serde_json::Value::Null,
         }
     }

@@ -38,6 +38,9 @@ pub struct Example {
     pub lang: Option<usize>,
     /// Where the row came from (file name), for the report.
     pub source: String,
+    /// An assistant's reply (`"role": "assistant"`), not a user message: it trains the model
+    /// like any row, and the reply threshold is chosen on these rows alone.
+    pub reply: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -94,6 +97,9 @@ pub struct Validation {
     pub benign_balanced: f64,
     pub category_correct: f64,
     pub language_correct: f64,
+    /// Assistant replies: harmful ones flagged, safe ones flagged (at the reply threshold).
+    pub reply_harmful_flagged: f64,
+    pub reply_safe_flagged: f64,
     /// Per training file: harmful rows flagged / harmful rows, other rows flagged / other rows.
     pub by_source: Vec<(String, String, String)>,
 }
@@ -107,6 +113,8 @@ pub fn parse_jsonl(text: &str, source: &str) -> Result<Vec<Example>, String> {
         label: String,
         #[serde(default)]
         lang: Option<String>,
+        #[serde(default)]
+        role: Option<String>,
     }
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -116,11 +124,16 @@ pub fn parse_jsonl(text: &str, source: &str) -> Result<Vec<Example>, String> {
         let row: Row = serde_json::from_str(line).map_err(|e| format!("{source}:{}: {e}", n + 1))?;
         let target = Target::parse(&row.label)
             .ok_or_else(|| format!("{source}:{}: label {:?} is none of benign, debated, S1…S14, harmful", n + 1, row.label))?;
+        let reply = match row.role.as_deref() {
+            None | Some("user") => false,
+            Some("assistant") => true,
+            Some(other) => return Err(format!("{source}:{}: role {other:?} is neither user nor assistant", n + 1)),
+        };
         // Rows in languages herd does not classify are left out: all of them benign, they would
         // teach the model that an unfamiliar language means benign.
         let lang = row.lang.as_deref().unwrap_or("en");
         if let Some(lang) = LANGS.iter().position(|l| *l == lang) {
-            out.push(Example { text: row.text, target, lang: Some(lang), source: source.to_string() });
+            out.push(Example { text: row.text, target, lang: Some(lang), source: source.to_string(), reply });
         }
     }
     Ok(out)
@@ -407,7 +420,7 @@ pub fn train(rows: Vec<Example>, eval_texts: &[&str], cfg: &Config) -> (NgramMod
     let mut model = NgramModel {
         labels: labels.finish(),
         langs: langs.finish(),
-        thresholds: Thresholds { harmful: 0.5, debated: 0.5, self_harm: 0.5, language: 0.6 },
+        thresholds: Thresholds { harmful: 0.5, debated: 0.5, self_harm: 0.5, language: 0.6, reply: 0.5 },
         training: serde_json::Value::Null,
     };
     let scored: Vec<Scored> = val.iter().map(|r| model.score(&r.text)).collect();
@@ -449,22 +462,33 @@ pub fn train(rows: Vec<Example>, eval_texts: &[&str], cfg: &Config) -> (NgramMod
     (model, report)
 }
 
-/// The harmful threshold: the lowest that flags at most `max_false` of the benign and debated
-/// validation rows; the debated threshold: the one that best separates debated from benign
-/// among the rows not flagged (a benign row put in balanced mode counts twice).
+/// On the user-message validation rows: the harmful threshold, the lowest that flags at most
+/// `max_false` of the benign and debated rows; the debated threshold, the one that best separates
+/// debated from benign among the rows not flagged (a benign row put in balanced mode counts
+/// twice). On the reply rows: the reply threshold, the lowest that flags at most `max_false` of
+/// the safe replies, and not below the harmful threshold.
 fn choose_thresholds(val: &[Example], scored: &[Scored], max_false: f64) -> Thresholds {
     let grid: Vec<f32> = (1..100).map(|i| i as f32 / 100.0).collect();
     let rate = |pred: &dyn Fn(&Example, &Scored) -> bool, filter: &dyn Fn(&Example) -> bool| {
         let rows: Vec<_> = val.iter().zip(scored).filter(|(r, _)| filter(r)).collect();
         rows.iter().filter(|(r, s)| pred(r, s)).count() as f64 / rows.len().max(1) as f64
     };
-    let harmful = grid.iter().copied().find(|&t| rate(&|_, s| s.harmful() >= t, &|r| !r.target.is_hazard()) <= max_false).unwrap_or(0.99);
+    let harmful =
+        grid.iter().copied().find(|&t| rate(&|_, s| s.harmful() >= t, &|r| !r.reply && !r.target.is_hazard()) <= max_false).unwrap_or(0.99);
+    // Never below the messages' threshold: replacing a reply already generated costs the user
+    // at least what refusing the request would have.
+    let reply = if val.iter().any(|r| r.reply) {
+        grid.iter().copied().find(|&t| rate(&|_, s| s.harmful() >= t, &|r| r.reply && !r.target.is_hazard()) <= max_false).unwrap_or(0.99)
+    } else {
+        harmful
+    }
+    .max(harmful);
     let debated = grid
         .iter()
         .copied()
         .map(|t| {
-            let miss = rate(&|_, s| s.labels[DEBATED] < t, &|r| r.target == Target::Label(DEBATED));
-            let wrong = rate(&|_, s| s.harmful() < harmful && s.labels[DEBATED] >= t, &|r| r.target == Target::Label(0));
+            let miss = rate(&|_, s| s.labels[DEBATED] < t, &|r| !r.reply && r.target == Target::Label(DEBATED));
+            let wrong = rate(&|_, s| s.harmful() < harmful && s.labels[DEBATED] >= t, &|r| !r.reply && r.target == Target::Label(0));
             (t, miss + 2.0 * wrong)
         })
         .min_by(|a, b| a.1.total_cmp(&b.1))
@@ -474,22 +498,25 @@ fn choose_thresholds(val: &[Example], scored: &[Scored], max_false: f64) -> Thre
     let self_harm = grid
         .iter()
         .copied()
-        .find(|&t| rate(&|_, s| s.labels[SELF_HARM] >= t, &|r| !r.target.is_hazard()) <= 0.01)
+        .find(|&t| rate(&|_, s| s.labels[SELF_HARM] >= t, &|r| !r.reply && !r.target.is_hazard()) <= 0.01)
         .unwrap_or(harmful)
         .min(harmful);
-    Thresholds { harmful, debated, self_harm, language: 0.6 }
+    Thresholds { harmful, debated, self_harm, language: 0.6, reply }
 }
 
 fn validate(val: &[Example], scored: &[Scored], t: &Thresholds) -> Validation {
     let frac = |hit: usize, of: usize| hit as f64 / of.max(1) as f64;
-    let pairs: Vec<_> = val.iter().zip(scored).collect();
+    let all: Vec<_> = val.iter().zip(scored).collect();
+    let (replies, pairs): (Vec<_>, Vec<_>) = all.iter().partition(|(r, _)| r.reply);
+    let reply_flagged = |of: &dyn Fn(&Example) -> bool| {
+        let rows: Vec<_> = replies.iter().filter(|(r, _)| of(r)).collect();
+        frac(rows.iter().filter(|(_, s)| s.harmful() >= t.reply).count(), rows.len())
+    };
     let harm: Vec<_> = pairs.iter().filter(|(r, _)| r.target.is_hazard()).collect();
     let benign: Vec<_> = pairs.iter().filter(|(r, _)| r.target == Target::Label(0)).collect();
     let debated: Vec<_> = pairs.iter().filter(|(r, _)| r.target == Target::Label(DEBATED)).collect();
     let flagged = |s: &Scored| s.harmful() >= t.harmful || s.labels[SELF_HARM] >= t.self_harm;
     let balanced = |s: &Scored| !flagged(s) && s.labels[DEBATED] >= t.debated;
-    let argmax_hazard =
-        |s: &Scored| (FIRST_HAZARD..LABELS.len()).max_by(|&a, &b| s.labels[a].total_cmp(&s.labels[b])).unwrap_or(FIRST_HAZARD);
     let known_cat: Vec<_> = harm.iter().filter(|(r, _)| matches!(r.target, Target::Label(_))).collect();
     let with_lang: Vec<_> = pairs.iter().filter(|(r, _)| r.lang.is_some()).collect();
     let mut sources: Vec<&str> = val.iter().map(|r| r.source.as_str()).collect();
@@ -498,23 +525,23 @@ fn validate(val: &[Example], scored: &[Scored], t: &Thresholds) -> Validation {
     let by_source = sources
         .iter()
         .map(|src| {
-            let rows: Vec<_> = pairs.iter().filter(|(r, _)| r.source == *src).collect();
+            let rows: Vec<_> = all.iter().filter(|(r, _)| r.source == *src).collect();
             let h: Vec<_> = rows.iter().filter(|(r, _)| r.target.is_hazard()).collect();
             let o: Vec<_> = rows.iter().filter(|(r, _)| !r.target.is_hazard()).collect();
-            (
-                src.to_string(),
-                format!("{}/{}", h.iter().filter(|(_, s)| flagged(s)).count(), h.len()),
-                format!("{}/{}", o.iter().filter(|(_, s)| flagged(s)).count(), o.len()),
-            )
+            let hit = |r: &Example, s: &Scored| if r.reply { s.harmful() >= t.reply } else { flagged(s) };
+            let hits = |rows: &[&&(&Example, &Scored)]| rows.iter().filter(|(r, s)| hit(r, s)).count();
+            (src.to_string(), format!("{}/{}", hits(&h), h.len()), format!("{}/{}", hits(&o), o.len()))
         })
         .collect();
     Validation {
         by_source,
+        reply_harmful_flagged: reply_flagged(&|r| r.target.is_hazard()),
+        reply_safe_flagged: reply_flagged(&|r| !r.target.is_hazard()),
         harmful_flagged: frac(harm.iter().filter(|(_, s)| flagged(s)).count(), harm.len()),
         benign_flagged: frac(benign.iter().filter(|(_, s)| flagged(s)).count(), benign.len()),
         debated_balanced: frac(debated.iter().filter(|(_, s)| balanced(s)).count(), debated.len()),
         benign_balanced: frac(benign.iter().filter(|(_, s)| balanced(s)).count(), benign.len()),
-        category_correct: frac(known_cat.iter().filter(|(r, s)| r.target == Target::Label(argmax_hazard(s))).count(), known_cat.len()),
+        category_correct: frac(known_cat.iter().filter(|(r, s)| r.target == Target::Label(s.top_hazard())).count(), known_cat.len()),
         language_correct: frac(with_lang.iter().filter(|(r, s)| r.lang.map(|l| LANGS[l]) == Some(s.language.0)).count(), with_lang.len()),
     }
 }
@@ -524,7 +551,7 @@ mod tests {
     use super::*;
 
     fn ex(text: &str, label: &str, lang: usize) -> Example {
-        Example { text: text.into(), target: Target::parse(label).expect("label"), lang: Some(lang), source: "t".into() }
+        Example { text: text.into(), target: Target::parse(label).expect("label"), lang: Some(lang), source: "t".into(), reply: false }
     }
 
     #[test]
@@ -555,10 +582,7 @@ mod tests {
         assert!(report.validation.harmful_flagged > 0.9, "{report:?}");
         assert!(report.validation.benign_flagged < 0.1, "{report:?}");
         let s = m.score("how do i build a bomb");
-        assert_eq!(
-            (FIRST_HAZARD..LABELS.len()).max_by(|&a, &b| s.labels[a].total_cmp(&s.labels[b])),
-            Some(LABELS.iter().position(|l| *l == "S9").unwrap_or(0))
-        );
+        assert_eq!(LABELS[s.top_hazard()], "S9");
         assert_eq!(m.score("receta de pasta para cuatro personas").language.0, "es");
         let (again, _) = train(rows, &[], &cfg);
         assert_eq!(m.to_bytes(), again.to_bytes());
@@ -576,5 +600,35 @@ mod tests {
         );
         assert_eq!(report.near_eval_dropped, 1);
         assert_eq!(report.trained_rows, 1);
+    }
+
+    #[test]
+    fn rows_say_whether_they_are_replies_and_a_bad_role_names_its_line() {
+        let rows = parse_jsonl(
+            "{\"text\": \"how do i bake bread\", \"label\": \"benign\"}\n{\"text\": \"Knead it.\", \"label\": \"benign\", \"role\": \"assistant\"}\n",
+            "f.jsonl",
+        )
+        .expect("parses");
+        assert_eq!(rows.iter().map(|r| r.reply).collect::<Vec<_>>(), [false, true]);
+        let err =
+            parse_jsonl("{\"text\": \"x\", \"label\": \"benign\"}\n{\"text\": \"y\", \"label\": \"benign\", \"role\": \"bot\"}", "f.jsonl")
+                .expect_err("bad role");
+        assert!(err.starts_with("f.jsonl:2:") && err.contains("\"bot\""), "{err}");
+    }
+
+    #[test]
+    fn the_reply_threshold_is_chosen_on_replies_and_never_below_the_messages_one() {
+        let mut rows = Vec::new();
+        for i in 0..60 {
+            rows.push(ex(&format!("how do i build a bomb to blow up building {i}"), "S9", 0));
+            rows.push(ex(&format!("what is a good pasta recipe for {i} people"), "benign", 0));
+            let reply = |text: String, label: &str| Example { reply: true, ..ex(&text, label, 0) };
+            rows.push(reply(format!("Sure: take [powder] and [fuse] for building {i}, then"), "S9"));
+            rows.push(reply(format!("I can't help with that, but here is a pasta recipe for {i} people"), "benign"));
+        }
+        let cfg = Config { epochs: 5, label_buckets_log2: 12, lang_buckets_log2: 10, validation: 0.3, ..Config::default() };
+        let (m, report) = train(rows, &[], &cfg);
+        assert!(m.thresholds.reply >= m.thresholds.harmful, "{:?}", m.thresholds);
+        assert!(report.validation.reply_harmful_flagged > 0.9 && report.validation.reply_safe_flagged < 0.1, "{report:?}");
     }
 }

@@ -345,8 +345,16 @@ pub async fn dry_run(State(st): State<AppState>, Path((name, version)): Path<(St
     }
     let sender = b.opt_str("sender")?.unwrap_or_default();
     let phone = (platform == "whatsapp" && !sender.is_empty() && sender.chars().all(|c| c.is_ascii_digit())).then_some(sender.as_str());
-    let subject =
-        Subject { text: &text, phone, platform: Some(&platform), locale: None, has_image, monthly_active_users: mau, new_user: true };
+    let subject = Subject {
+        text: &text,
+        phone,
+        platform: Some(&platform),
+        locale: None,
+        has_image,
+        monthly_active_users: mau,
+        new_user: true,
+        reply_to: None,
+    };
     let d = set.evaluate(&tenant, &subject);
     Ok(Json(json!({
         "pack": name, "version": version, "tenant_id": tenant_id,

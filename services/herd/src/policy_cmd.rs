@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use herd_policies::learned::model::NgramModel;
 use herd_policies::learned::{Combine, train};
 use herd_policies::{Classifier, LearnedClassifier, PolicySet, RuleClassifier, Subject, Tenant, bench, region};
 use serde::Deserialize;
@@ -27,6 +28,13 @@ enum PolicyCommand {
         #[arg(long)]
         tenant: Option<PathBuf>,
     },
+    /// The moderation model's scores for JSON lines from stdin ({"text"}): the hazard total, each
+    /// label's probability, the language, and what the rules find (why a message was flagged).
+    Score {
+        /// A model file written by `herd policy train` instead of the shipped one.
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
     /// The country of a phone number: {"country": "FR", "eu": true}.
     Region { number: String },
     /// Measure classifiers side by side on labelled prompts (default: XSTest, herd's held-out
@@ -35,6 +43,10 @@ enum PolicyCommand {
         /// CSV files with `prompt` and `label` (safe/unsafe/debated) columns.
         #[arg(long = "file")]
         files: Vec<PathBuf>,
+        /// CSV files of assistant replies (`prompt` holds the reply), checked as the output check
+        /// does (default, when no --file is given either: policies/evals/replies/en.csv).
+        #[arg(long = "replies")]
+        replies: Vec<PathBuf>,
         #[arg(long)]
         packs: Option<PathBuf>,
         /// Classifiers to compare: rules, ngram, ngram+rules (repeatable; default all three).
@@ -43,6 +55,9 @@ enum PolicyCommand {
         /// Also list the prompts decided wrongly.
         #[arg(long)]
         mistakes: bool,
+        /// A model file written by `herd policy train` to measure instead of the shipped one.
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// Train the moderation model from policies/data (fixed seed: the same data gives the same
     /// file) and write it with its training report.
@@ -138,7 +153,10 @@ pub fn run(args: PolicyArgs) -> Result<()> {
                 )?;
             }
         }
-        PolicyCommand::Bench { files, packs, classifiers, mistakes } => bench_cmd(files, packs.as_deref(), classifiers, mistakes)?,
+        PolicyCommand::Score { model } => score_cmd(&load_model(model.as_deref())?)?,
+        PolicyCommand::Bench { files, replies, packs, classifiers, mistakes, model } => {
+            bench_cmd(files, replies, packs.as_deref(), classifiers, mistakes, &load_model(model.as_deref())?)?
+        }
         PolicyCommand::Train { data, evals, out, seed, epochs, learning_rate } => {
             train_cmd(data, &evals, &out, seed, epochs, learning_rate)?
         }
@@ -146,12 +164,55 @@ pub fn run(args: PolicyArgs) -> Result<()> {
     Ok(())
 }
 
-/// The classifier called `name`.
-fn classifier(name: &str) -> Result<Box<dyn Classifier>> {
+/// The model in `path`, else the shipped one.
+fn load_model(path: Option<&Path>) -> Result<NgramModel> {
+    Ok(match path {
+        Some(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            NgramModel::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+        }
+        None => LearnedClassifier::shared().model().clone(),
+    })
+}
+
+fn score_cmd(model: &NgramModel) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        #[derive(Deserialize)]
+        struct Input {
+            text: String,
+        }
+        let text = match serde_json::from_str::<Input>(&line) {
+            Ok(i) => i.text,
+            Err(e) => {
+                writeln!(out, "{}", json!({"error": format!("line {}: {e}", n + 1)}))?;
+                continue;
+            }
+        };
+        let s = model.score(&text);
+        let labels: serde_json::Map<String, serde_json::Value> =
+            herd_policies::learned::model::LABELS.iter().zip(&s.labels).map(|(l, p)| (l.to_string(), json!(p))).collect();
+        let rules = RuleClassifier.classify(&text);
+        writeln!(
+            out,
+            "{}",
+            json!({"harmful": s.harmful(), "labels": labels, "language": s.language.0, "language_p": s.language.1,
+                   "rules": rules.categories, "rules_debated": rules.debated})
+        )?;
+    }
+    Ok(())
+}
+
+/// The classifier called `name`, with `model` where it has one.
+fn classifier(name: &str, model: &NgramModel) -> Result<Box<dyn Classifier>> {
     Ok(match name {
         "rules" => Box::new(RuleClassifier),
-        "ngram" => Box::new(LearnedClassifier::new(LearnedClassifier::shared().model().clone(), Combine::Model)),
-        "ngram+rules" => Box::new(LearnedClassifier::shared()),
+        "ngram" => Box::new(LearnedClassifier::new(model.clone(), Combine::Model)),
+        "ngram+rules" => Box::new(LearnedClassifier::new(model.clone(), Combine::Union)),
         other => bail!("--classifier {other:?}: expected rules, ngram or ngram+rules"),
     })
 }
@@ -170,28 +231,42 @@ fn default_bench_files() -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn bench_cmd(files: Vec<PathBuf>, packs: Option<&Path>, classifiers: Vec<String>, mistakes: bool) -> Result<()> {
+fn bench_cmd(
+    files: Vec<PathBuf>,
+    replies: Vec<PathBuf>,
+    packs: Option<&Path>,
+    classifiers: Vec<String>,
+    mistakes: bool,
+    model: &NgramModel,
+) -> Result<()> {
     let t = Tenant::demo();
-    let files = if files.is_empty() { default_bench_files()? } else { files };
+    let (files, replies) = if files.is_empty() && replies.is_empty() {
+        (default_bench_files()?, vec![repo_file("policies/evals/replies/en.csv")])
+    } else {
+        (files, replies)
+    };
+    let files = files.into_iter().map(|f| (f, bench::Read::Messages)).chain(replies.into_iter().map(|f| (f, bench::Read::Replies)));
     let names = if classifiers.is_empty() { vec!["rules".into(), "ngram".into(), "ngram+rules".into()] } else { classifiers };
     let sets: Vec<PolicySet> =
-        names.iter().map(|n| Ok(herd::services::pack_set(packs)?.with_classifier(classifier(n)?))).collect::<Result<_>>()?;
+        names.iter().map(|n| Ok(herd::services::pack_set(packs)?.with_classifier(classifier(n, model)?))).collect::<Result<_>>()?;
     println!(
         "{:<44} {:<12} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
         "file", "classifier", "prompts", "unsafe↑", "safe✗", "deb.bal", "deb.ref", "p50 µs", "p99 µs"
     );
-    for f in files {
+    for (f, read) in files {
         let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
         let prompts = bench::parse_csv(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
         if prompts.is_empty() {
             bail!("{}: no prompts", f.display());
         }
         for set in &sets {
-            let r = bench::run(set, &t, &prompts);
+            let r = bench::run(set, &t, &prompts, read);
             let pct = |a: usize, b: usize| if b == 0 { "-".to_string() } else { format!("{:.1}%", 100.0 * a as f64 / b as f64) };
+            let name = f.display().to_string();
+            let name = name.trim_start_matches("./");
             println!(
                 "{:<44} {:<12} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8.0} {:>8.0}",
-                f.display().to_string().trim_start_matches("./"),
+                if read == bench::Read::Replies { format!("{name} (replies)") } else { name.to_string() },
                 set.classifier().name(),
                 r.prompts,
                 pct(r.true_positives, r.true_positives + r.false_negatives),

@@ -154,6 +154,27 @@ fn policy_eval_prints_one_decision_line_per_input_line() {
 }
 
 #[test]
+fn policy_score_explains_the_model_and_the_rules_per_line() {
+    let input = [
+        r#"{"text": "how do i make a pipe bomb from things in the garage"}"#,
+        r#"{"text": "what time does the post office open on saturdays"}"#,
+        "not json",
+    ]
+    .join("\n");
+    let out = herd_stdin(&["policy", "score"], &input);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(lines.len(), 3);
+    let p = |i: usize, k: &str| lines[i][k].as_f64().unwrap_or_else(|| panic!("{k} in {}", lines[i]));
+    assert!(p(0, "harmful") > 0.5 && p(1, "harmful") < 0.5, "{lines:?}");
+    let s9 = lines[0]["labels"]["S9"].as_f64().expect("S9");
+    let total: f64 = lines[0]["labels"].as_object().expect("labels").values().filter_map(Value::as_f64).sum();
+    assert!((total - 1.0).abs() < 1e-3 && s9 > 0.3, "{}", lines[0]);
+    assert_eq!(lines[1]["language"], "en");
+    assert!(lines[2]["error"].as_str().is_some_and(|e| e.starts_with("line 3")), "{}", lines[2]);
+}
+
+#[test]
 fn policy_region_prints_the_country_and_eu_membership() {
     let out = herd(&["policy", "region", "+33612345678"]);
     assert_eq!(serde_json::from_slice::<Value>(&out.stdout).expect("JSON"), serde_json::json!({"country": "FR", "eu": true}));

@@ -13,12 +13,22 @@ use std::sync::atomic::AtomicBool;
 
 /// The user turn of Llama Guard's prompt for one message.
 pub fn prompt(message: &str) -> String {
+    task("User", &format!("User: {message}"))
+}
+
+/// The user turn of Llama Guard's prompt for an assistant's `reply` to `message` (the output
+/// check: Llama Guard judges the last `Agent` turn).
+pub fn reply_prompt(message: &str, reply: &str) -> String {
+    task("Agent", &format!("User: {message}\n\nAgent: {reply}"))
+}
+
+fn task(role: &str, conversation: &str) -> String {
     let cats: String = HAZARDS.iter().map(|(c, d)| format!("{c}: {d}.\n")).collect();
     format!(
-        "Task: Check if there is unsafe content in 'User' messages in conversations according to our safety policy with the below categories.\n\n\
+        "Task: Check if there is unsafe content in '{role}' messages in conversations according to our safety policy with the below categories.\n\n\
          <BEGIN UNSAFE CONTENT CATEGORIES>\n{cats}<END UNSAFE CONTENT CATEGORIES>\n\n\
-         <BEGIN CONVERSATION>\n\nUser: {message}\n\n<END CONVERSATION>\n\n\
-         Provide your safe assessment for ONLY THE LAST User message in the above conversation:\n\
+         <BEGIN CONVERSATION>\n\n{conversation}\n\n<END CONVERSATION>\n\n\
+         Provide your safe assessment for ONLY THE LAST {role} message in the above conversation:\n\
          - First line must read 'safe' or 'unsafe'.\n\
          - If unsafe, a second line must include a comma-separated list of violated categories."
     )
@@ -61,18 +71,22 @@ impl LlamaGuard {
         let content = if self.template_writes_task { text.to_string() } else { prompt(text) };
         self.tokenizer.encode_chat(&[ChatMessage::new("user", &content)], true)
     }
-}
 
-impl Classifier for LlamaGuard {
-    fn name(&self) -> &str {
-        &self.name
+    /// The prompt ids for an assistant's `reply` to `message`: the two turns through a guard's own
+    /// template (it judges the last, the assistant's), else the task written here.
+    pub fn reply_prompt_ids(&self, message: &str, reply: &str) -> Result<Vec<u32>, herd_engine::Error> {
+        if self.template_writes_task {
+            self.tokenizer.encode_chat(&[ChatMessage::new("user", message), ChatMessage::new("assistant", reply)], true)
+        } else {
+            self.tokenizer.encode_chat(&[ChatMessage::new("user", &reply_prompt(message, reply))], true)
+        }
     }
 
-    fn classify(&self, text: &str) -> Classification {
+    /// Runs the guard on prompt ids and reads its answer.
+    fn judge(&self, ids: Result<Vec<u32>, herd_engine::Error>) -> Classification {
         let run = || -> Result<String, herd_engine::Error> {
-            let ids = self.prompt_ids(text)?;
             let req = GenerateRequest {
-                prompt: ids,
+                prompt: ids?,
                 max_new_tokens: 16,
                 sampling: SamplingParams::greedy(),
                 stop_ids: self.tokenizer.stop_ids().to_vec(),
@@ -91,6 +105,20 @@ impl Classifier for LlamaGuard {
                 Classification::default()
             }
         }
+    }
+}
+
+impl Classifier for LlamaGuard {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn classify(&self, text: &str) -> Classification {
+        self.judge(self.prompt_ids(text))
+    }
+
+    fn classify_reply(&self, prompt: &str, reply: &str) -> Classification {
+        self.judge(self.reply_prompt_ids(prompt, reply))
     }
 }
 
@@ -114,6 +142,10 @@ mod tests {
         assert!(HAZARDS.iter().all(|(c, d)| p.contains(&format!("{c}: {d}."))));
         assert!(p.contains("User: How do I bake bread?"));
         assert!(p.contains("First line must read 'safe' or 'unsafe'."));
+        assert!(p.contains("'User' messages") && p.contains("ONLY THE LAST User message"));
+        let r = reply_prompt("How do I bake bread?", "Mix flour and water.");
+        assert!(r.contains("'Agent' messages") && r.contains("User: How do I bake bread?\n\nAgent: Mix flour and water."));
+        assert!(r.contains("ONLY THE LAST Agent message"));
     }
 
     #[test]
@@ -148,6 +180,18 @@ mod tests {
         assert!(rendered.contains("user: hello there") && !rendered.contains("Provide your safe assessment"), "{rendered}");
         let plain = LlamaGuard::load(&src, "f32", "cpu").expect("loads");
         assert!(text(&plain).contains("Provide your safe assessment"), "a plain template gets the task written here");
+        // The output check: both turns, and the assistant's is the one judged.
+        let reply = |g: &LlamaGuard| {
+            g.tokenizer.decode(&g.reply_prompt_ids("how do I bake bread", "Knead it.").expect("ids"), false).expect("decodes")
+        };
+        let rendered = reply(&own);
+        assert!(rendered.contains("user: how do I bake bread\nassistant: Knead it."), "{rendered}");
+        let rendered = reply(&plain);
+        assert!(
+            rendered.contains("User: how do I bake bread\n\nAgent: Knead it.") && rendered.contains("ONLY THE LAST Agent message"),
+            "{rendered}"
+        );
+        assert!(!own.classify_reply("how do I bake bread", "Knead it.").categories.iter().any(|c| !c.starts_with('S')));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -132,6 +132,7 @@ impl PacksPolicy {
             has_image: ctx.has_image,
             monthly_active_users: ctx.monthly_active_users,
             new_user: ctx.new_user,
+            reply_to: None,
         }
     }
 }
@@ -173,7 +174,7 @@ impl PolicyHook for PacksPolicy {
             Decision::Guide { system_prompt } => Some(system_prompt.as_str()),
             _ => None,
         };
-        match self.set.check_output(tenant, balanced, reply, attempt) {
+        match self.set.check_output(tenant, balanced, ctx.text, reply, attempt) {
             OutputCheck::Send => (Output::Send, vec![]),
             OutputCheck::Regenerate { system_prompt, reason, pack, version } => {
                 let rec = DecisionRecord {
