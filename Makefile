@@ -7,7 +7,7 @@ export DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/herd
 
 HERD_CONFIG ?= deploy/local/herd.toml
 
-.PHONY: run key chat engine-chat test services dashboard-deps build bench lint
+.PHONY: run key chat engine-chat test services dashboard-deps deploy-deps build bench lint
 
 ## Start (or reuse) Redis and PostgreSQL, migrate, build, and run herd (gateway + worker) with
 ## the bundled demo model. Chat with it from another terminal: `make chat`.
@@ -33,10 +33,11 @@ chat: build
 engine-chat: build
 	target/release/herd engine chat --model $(DEMO_MODEL)
 
-## Start (or reuse) Redis and PostgreSQL, install the dashboard test's browser and NVRTC (the
-## CUDA kernels are compiled for sm_90 in the tests; no GPU needed), then run the whole test suite.
+## Start (or reuse) Redis and PostgreSQL, install the dashboard test's browser, NVRTC (the CUDA
+## kernels are compiled for sm_90 in the tests; no GPU needed) and the Kubernetes schemas the
+## manifests are validated against, then run the whole test suite.
 ## Tests that need a GPU are skipped here (#[ignore]); deploy/gpu/check.sh runs them on one.
-test: services dashboard-deps
+test: services dashboard-deps deploy-deps
 	@eval "$$(bash deploy/local/cuda-deps.sh)"; \
 	if cargo nextest --version >/dev/null 2>&1; then \
 	  cargo nextest run --workspace --no-fail-fast; \
@@ -49,6 +50,9 @@ services:
 
 dashboard-deps:
 	@bash deploy/local/dashboard-deps.sh
+
+deploy-deps:
+	@bash deploy/local/deploy-deps.sh
 
 build:
 	cargo build --release -p herd

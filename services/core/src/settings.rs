@@ -325,6 +325,17 @@ impl Default for PlatformSettings {
     }
 }
 
+/// `scheme://user:secret@host/...` → `scheme://user:***@host/...`; anything else unchanged.
+fn redact_url_password(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    let Some(at) = url[start..end].rfind('@').map(|i| start + i) else { return url.to_string() };
+    match url[start..at].find(':').map(|i| start + i) {
+        Some(colon) => format!("{}***{}", &url[..colon + 1], &url[at..]),
+        None => url.to_string(),
+    }
+}
+
 impl Settings {
     /// Reads `path` (or `HERD_CONFIG`, or only defaults), then applies the environment.
     pub fn load(path: Option<&Path>) -> Result<Self, SettingsError> {
@@ -359,6 +370,20 @@ impl Settings {
             .map_err(|e: toml::de::Error| SettingsError::Invalid { path: name.into(), message: e.to_string() })?;
         s.validate().map_err(|message| SettingsError::Invalid { path: name.into(), message })?;
         Ok(s)
+    }
+
+    /// The settings as TOML with every secret replaced by `***` (URL passwords, channel secrets
+    /// and tokens): what `herd config` prints.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut s = self.clone();
+        s.redis_url = redact_url_password(&s.redis_url);
+        s.database_url = redact_url_password(&s.database_url);
+        for c in s.tenants.iter_mut().flat_map(|t| t.channels.iter_mut()) {
+            for secret in [&mut c.app_secret, &mut c.verify_token, &mut c.access_token] {
+                *secret = "***".into();
+            }
+        }
+        toml::to_string(&s).unwrap_or_else(|e| format!("# the settings do not serialise: {e}\n"))
     }
 
     /// Refuses values that cannot work, and combinations that cannot work together, naming the keys.
@@ -446,6 +471,18 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn printed_settings_hide_secrets_and_read_back() {
+        let text = "database_url = \"postgres://herd:s3cret@db:5432/herd\"\n[[tenants]]\nname = \"t\"\n[[tenants.channels]]\nplatform = \"whatsapp\"\nexternal_id = \"1\"\napp_secret = \"app-s3cret\"\nverify_token = \"v-s3cret\"\naccess_token = \"a-s3cret\"\n";
+        let s = Settings::from_toml(text, "t.toml", &env(&[("HERD__REDIS_URL", "redis://:r3dis@cache:6379/0")])).expect("valid");
+        let printed = s.to_redacted_toml();
+        assert!(!printed.contains("s3cret") && !printed.contains("r3dis"), "{printed}");
+        assert!(printed.contains("postgres://herd:***@db:5432/herd") && printed.contains("redis://:***@cache:6379/0"), "{printed}");
+        let back = Settings::from_toml(&printed, "printed", &[]).expect("the printed settings read back");
+        assert_eq!(back.tenants[0].channels[0].external_id, "1");
+        assert_eq!(redact_url_password("redis://cache:6379"), "redis://cache:6379");
     }
 
     #[test]

@@ -34,6 +34,9 @@ enum Command {
     Worker,
     /// Apply the database migrations and seed the configured tenants, then exit.
     Migrate,
+    /// Print the effective settings (file, then HERD__ variables) with secrets hidden; exits
+    /// non-zero naming the key when they are invalid. Connects to nothing.
+    Config,
     /// The admin API and dashboard: `serve` it, or `create-key`.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -104,6 +107,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Engine(args) => engine_cmd::run(args),
         Command::Policy(args) => policy_cmd::run(args),
+        Command::Config => services::settings(cli.config.as_deref()).map(|s| print!("{}", s.to_redacted_toml())),
         other => run_service(cli.config, other),
     };
     match result {
@@ -165,7 +169,7 @@ fn run_service(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> 
             Command::Gateway => serve(&settings, app::Parts { gateway: true, ..Default::default() }).await,
             Command::Worker => serve(&settings, app::Parts { workers: true, worker_probes: true, ..Default::default() }).await,
             Command::Serve => serve(&settings, app::Parts { gateway: true, admin: true, workers: true, worker_probes: false }).await,
-            Command::Engine(_) | Command::Policy(_) => anyhow::bail!("not a service command"),
+            Command::Engine(_) | Command::Policy(_) | Command::Config => anyhow::bail!("not a service command"),
         }
     });
     herd_core::telemetry::flush();

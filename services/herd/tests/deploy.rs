@@ -1,0 +1,50 @@
+//! The Kubernetes manifests (deploy/k8s/) rendered and validated offline against the Kubernetes
+//! schemas, the KEDA and Prometheus Operator CRD models, and herd's own settings (through this
+//! build's `herd config`). `make test` installs what it needs (deploy/local/deploy-deps.sh).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn every_kubernetes_overlay_renders_and_validates() {
+    let python = root().join("target/deploy-venv/bin/python");
+    assert!(python.exists(), "{} is missing: run `bash deploy/local/deploy-deps.sh` (make test does)", python.display());
+    let out = Command::new(&python)
+        .arg(root().join("deploy/k8s/validate.py"))
+        .args(["--herd", env!("CARGO_BIN_EXE_herd")])
+        .output()
+        .expect("runs the validator");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for overlay in ["cpu-demo", "production"] {
+        assert!(stdout.contains(&format!("deploy/k8s/overlays/{overlay}:")), "{overlay} not checked: {stdout}");
+    }
+    assert!(stdout.contains("ScaledObject") && stdout.contains("ServiceMonitor") && stdout.contains("NetworkPolicy"), "{stdout}");
+}
+
+#[test]
+fn herd_config_prints_the_settings_without_secrets_and_names_a_bad_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_herd"))
+        .arg("config")
+        .env_remove("HERD_CONFIG")
+        .env("HERD__DATABASE_URL", "postgres://herd:s3cret@db:5432/herd")
+        .env("HERD__WORKER__MAX_NEW_TOKENS", "77")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("max_new_tokens = 77") && stdout.contains("postgres://herd:***@db:5432/herd"), "{stdout}");
+    assert!(!stdout.contains("s3cret"), "{stdout}");
+    let out = Command::new(env!("CARGO_BIN_EXE_herd"))
+        .arg("config")
+        .env_remove("HERD_CONFIG")
+        .env("HERD__WORKER__THREADZ", "4")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("threadz"), "{}", String::from_utf8_lossy(&out.stderr));
+}
