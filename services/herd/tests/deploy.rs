@@ -1,6 +1,7 @@
 //! The Kubernetes manifests (deploy/k8s/) rendered and validated offline against the Kubernetes
 //! schemas, the KEDA and Prometheus Operator CRD models, and herd's own settings (through this
-//! build's `herd config`). `make test` installs what it needs (deploy/local/deploy-deps.sh).
+//! build's `herd config`); the Dockerfile linted. `make test` installs what they need
+//! (deploy/local/deploy-deps.sh).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -47,4 +48,23 @@ fn herd_config_prints_the_settings_without_secrets_and_names_a_bad_key() {
         .expect("runs");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("threadz"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_dockerfile_passes_hadolint_and_runs_as_a_non_root_user_with_a_health_check() {
+    let hadolint = root().join("target/deploy-venv/bin/hadolint");
+    assert!(hadolint.exists(), "{} is missing: run `bash deploy/local/deploy-deps.sh` (make test does)", hadolint.display());
+    let out = Command::new(&hadolint).arg("Dockerfile").current_dir(root()).output().expect("runs hadolint");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // hadolint does fail a bad Dockerfile (so the check above can fail).
+    let bad = std::env::temp_dir().join(format!("herd-bad-dockerfile-{}", std::process::id()));
+    std::fs::write(&bad, "FROM debian\nRUN cd /tmp && apt-get install curl\n").expect("write");
+    let out = Command::new(&hadolint).arg(&bad).output().expect("runs hadolint");
+    assert!(!out.status.success(), "hadolint accepted a Dockerfile with an untagged base and `cd`");
+    let _ = std::fs::remove_file(&bad);
+    let text = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let user = text.lines().rfind(|l| l.starts_with("USER ")).expect("a USER line");
+    assert!(!user.contains("root") && !user.ends_with(" 0") && !user.contains(" 0:"), "{user}");
+    assert!(text.lines().any(|l| l.starts_with("HEALTHCHECK ")), "no HEALTHCHECK");
+    assert!(text.matches("\nFROM ").count() >= 2, "not multi-stage");
 }
