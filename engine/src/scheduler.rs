@@ -37,11 +37,21 @@ pub struct SchedulerConfig {
     pub kv_block_rows: usize,
     /// Requests waiting for admission at most; beyond, submit fails with an overload error.
     pub queue_capacity: usize,
+    /// CPU kernel threads of a pool of this engine's own (`None`: the process-wide pool). A
+    /// process running several engines gives each its share, so they do not take turns on one.
+    pub kernel_threads: Option<usize>,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { max_batch_size: 32, max_batch_tokens: 512, kv_cache_bytes: 1 << 30, kv_block_rows: DEFAULT_BLOCK_ROWS, queue_capacity: 256 }
+        Self {
+            max_batch_size: 32,
+            max_batch_tokens: 512,
+            kv_cache_bytes: 1 << 30,
+            kv_block_rows: DEFAULT_BLOCK_ROWS,
+            queue_capacity: 256,
+            kernel_threads: None,
+        }
     }
 }
 
@@ -144,7 +154,12 @@ impl SchedulerHandle {
         let p = paused.clone();
         std::thread::Builder::new()
             .name("herd-scheduler".into())
-            .spawn(move || run(&model, &pool, &cfg, &rx, &st, &p))
+            .spawn(move || {
+                if let Some(n) = cfg.kernel_threads {
+                    herd_kernels::pool::use_own_pool(n);
+                }
+                run(&model, &pool, &cfg, &rx, &st, &p)
+            })
             .map_err(|e| Error::Request(format!("starting the scheduler thread: {e}")))?;
         Ok(Self { tx, capacity, paused, stats })
     }

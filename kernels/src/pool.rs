@@ -7,7 +7,9 @@
 //!
 //! The thread count comes from [`set_threads`], else `HERD_THREADS` or `RAYON_NUM_THREADS`, else
 //! the number of cores. A loop started from inside a pool task, or while another thread is
-//! using the pool, runs sequentially on its caller.
+//! using the pool, runs sequentially on its caller. A thread that calls [`use_own_pool`] (each
+//! engine's scheduler when a process runs several) gets a pool of its own, so that engines do
+//! not take turns on one.
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -31,6 +33,8 @@ struct JobRef {
 unsafe impl Send for JobRef {}
 
 struct Pool {
+    /// Threads the pool's loops run on, the caller included.
+    threads: usize,
     generation: AtomicU64,
     closed: AtomicU64,
     job: Mutex<Option<JobRef>>,
@@ -49,6 +53,8 @@ static POOL: OnceLock<&'static Pool> = OnceLock::new();
 
 thread_local! {
     static IN_TASK: Cell<bool> = const { Cell::new(false) };
+    /// The pool of this thread, when it has one of its own.
+    static OWN: Cell<Option<&'static Pool>> = const { Cell::new(None) };
 }
 
 /// Sets the number of threads (the caller included). Only the first call before the pool
@@ -57,8 +63,22 @@ pub fn set_threads(n: usize) -> bool {
     THREADS.set(n.max(1)).is_ok() && POOL.get().is_none()
 }
 
-/// The number of threads kernels run on (the caller included).
+/// The number of threads kernels run on from this thread (the caller included): its own pool's,
+/// else the process-wide count.
 pub fn threads() -> usize {
+    OWN.with(Cell::get).map_or_else(process_threads, |p| p.threads)
+}
+
+/// Gives the calling thread a pool of its own with `threads` threads (itself included; 1 runs
+/// every loop on the caller). For a thread that lives as long as the process, as an engine's
+/// scheduler does: the pool's threads are never joined.
+pub fn use_own_pool(threads: usize) {
+    let p = new_pool(threads.max(1));
+    OWN.with(|o| o.set(Some(p)));
+}
+
+/// The process-wide thread count.
+pub fn process_threads() -> usize {
     *THREADS.get_or_init(|| {
         ["HERD_THREADS", "RAYON_NUM_THREADS"]
             .iter()
@@ -68,9 +88,14 @@ pub fn threads() -> usize {
 }
 
 fn pool() -> &'static Pool {
-    POOL.get_or_init(|| {
-        let workers = threads() - 1;
+    OWN.with(Cell::get).unwrap_or_else(|| POOL.get_or_init(|| new_pool(process_threads())))
+}
+
+fn new_pool(threads: usize) -> &'static Pool {
+    {
+        let workers = threads - 1;
         let p: &'static Pool = Box::leak(Box::new(Pool {
+            threads,
             generation: AtomicU64::new(0),
             closed: AtomicU64::new(0),
             job: Mutex::new(None),
@@ -87,7 +112,7 @@ fn pool() -> &'static Pool {
             std::thread::Builder::new().name(format!("herd-kernel-{i}")).spawn(move || worker(p)).expect("spawning a kernel thread");
         }
         p
-    })
+    }
 }
 
 fn run_tasks(p: &Pool, f: &(dyn Fn(usize) + Sync + '_), tasks: usize) {
@@ -183,6 +208,44 @@ pub fn parallel_for(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU32;
+
+    #[test]
+    fn threads_with_pools_of_their_own_run_their_loops_in_parallel_at_once() {
+        // Two engines' schedulers, two threads each: both run on two threads at the same time
+        // (on one shared pool the second would run alone on its caller).
+        let peak = |threads: usize| {
+            std::thread::spawn(move || {
+                use_own_pool(threads);
+                assert_eq!(super::threads(), threads);
+                let running = AtomicU32::new(0);
+                let most = AtomicU32::new(0);
+                let until = std::time::Instant::now() + Duration::from_millis(300);
+                while std::time::Instant::now() < until {
+                    parallel_for(threads * 4, &|_| {
+                        let now = running.fetch_add(1, SeqCst) + 1;
+                        most.fetch_max(now, SeqCst);
+                        let t = std::time::Instant::now();
+                        while t.elapsed() < Duration::from_micros(200) {
+                            std::hint::spin_loop();
+                        }
+                        running.fetch_sub(1, SeqCst);
+                    });
+                }
+                most.load(SeqCst)
+            })
+        };
+        let (a, b) = (peak(2), peak(2));
+        assert_eq!((a.join().expect("a"), b.join().expect("b")), (2, 2));
+        assert_eq!(
+            std::thread::spawn(|| {
+                use_own_pool(1);
+                super::threads()
+            })
+            .join()
+            .expect("c"),
+            1
+        );
+    }
 
     #[test]
     fn every_task_runs_exactly_once_across_many_loops_and_threads() {

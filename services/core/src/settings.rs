@@ -95,7 +95,8 @@ pub struct QueueSettings {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerSettings {
-    /// Worker loops `herd serve` runs (each with its own engine).
+    /// Worker loops `herd serve` runs (each with its own engine; with several, each engine's CPU
+    /// kernels get an equal share of the kernel threads in a pool of their own).
     pub count: usize,
     /// Where `herd worker` serves `/metrics`, `/healthz` and `/readyz` (empty: nowhere; in
     /// `herd serve` the gateway serves them for the whole process).

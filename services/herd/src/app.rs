@@ -122,12 +122,14 @@ impl App {
             let shared = Arc::new(s.clone());
             let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "herd".into());
             let cfg = &s.worker;
+            let kernel_threads = engine_kernel_threads(cfg.count, herd_kernels::pool::process_threads());
             for i in 0..cfg.count.max(1) {
                 let limits = herd_worker::engine::EngineLimits {
                     max_batch_size: cfg.max_batch_size,
                     max_batch_tokens: cfg.max_batch_tokens,
                     kv_cache_bytes: cfg.kv_cache_bytes,
                     queue: cfg.concurrency * 4,
+                    kernel_threads,
                 };
                 let engine = EngineHandle::start_with(Path::new(&cfg.model), &cfg.dtype, &cfg.device, cfg.context_tokens, &limits)
                     .with_context(|| {
@@ -216,5 +218,22 @@ impl App {
             Ok(())
         };
         tokio::try_join!(gw, adm, prb, wk).map(|_| ())
+    }
+}
+
+/// CPU kernel threads each engine gets when a process runs `count` of them on `total` threads:
+/// an equal share in a pool of its own (one engine keeps the process-wide pool).
+fn engine_kernel_threads(count: usize, total: usize) -> Option<usize> {
+    (count > 1).then(|| (total / count).max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn several_engines_share_the_kernel_threads_out() {
+        assert_eq!(super::engine_kernel_threads(1, 16), None);
+        assert_eq!(super::engine_kernel_threads(2, 16), Some(8));
+        assert_eq!(super::engine_kernel_threads(3, 16), Some(5));
+        assert_eq!(super::engine_kernel_threads(4, 2), Some(1));
     }
 }

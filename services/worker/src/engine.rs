@@ -74,13 +74,15 @@ pub struct EngineLimits {
     pub max_batch_tokens: usize,
     pub kv_cache_bytes: usize,
     pub queue: usize,
+    /// CPU kernel threads of this engine's own pool (`None`: the process-wide pool).
+    pub kernel_threads: Option<usize>,
 }
 
 impl EngineHandle {
     /// Loads the model in `dir` onto `device` (`cpu`, `cuda[:N]`, `auto`) and starts its
     /// scheduler; `queue` bounds waiting requests.
     pub fn start(dir: &Path, dtype: &str, device: &str, queue: usize, context_tokens: usize) -> Result<Self, herd_engine::Error> {
-        let limits = EngineLimits { max_batch_size: 32, max_batch_tokens: 512, kv_cache_bytes: 1 << 30, queue };
+        let limits = EngineLimits { max_batch_size: 32, max_batch_tokens: 512, kv_cache_bytes: 1 << 30, queue, kernel_threads: None };
         Self::start_with(dir, dtype, device, context_tokens, &limits)
     }
 
@@ -99,6 +101,7 @@ impl EngineHandle {
             max_batch_tokens: limits.max_batch_tokens.max(1),
             kv_cache_bytes: limits.kv_cache_bytes,
             queue_capacity: limits.queue.max(1),
+            kernel_threads: limits.kernel_threads,
             ..Default::default()
         };
         let model = Arc::new(model);
