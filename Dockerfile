@@ -4,14 +4,20 @@
 # runtime base to one that has those libraries:
 #   docker build -t herd .
 #   docker build -t herd-gpu --build-arg RUNTIME_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04 .
+# BINARY_IMAGE names where /src/target/release/herd comes from: the build stage below by default,
+# or an image holding a binary built outside (deploy/container/build.sh, where no Rust image can be
+# pulled).
 ARG RUST_IMAGE=rust:1.95-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
+ARG BINARY_IMAGE=build
 
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p herd \
  && strip target/release/herd
+
+FROM ${BINARY_IMAGE} AS binary
 
 FROM ${RUNTIME_IMAGE} AS runtime
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -20,7 +26,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --home-dir /nonexistent --shell /usr/sbin/nologin herd
-COPY --from=build /src/target/release/herd /usr/local/bin/herd
+COPY --from=binary /src/target/release/herd /usr/local/bin/herd
 COPY deploy/models/herd-demo-chat /opt/herd/models/herd-demo-chat
 COPY deploy/container/healthcheck.sh /usr/local/bin/herd-healthcheck
 ENV HERD__GATEWAY__LISTEN=0.0.0.0:8080 \

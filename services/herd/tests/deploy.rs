@@ -1,6 +1,7 @@
 //! The Kubernetes manifests (deploy/k8s/) rendered and validated offline against the Kubernetes
 //! schemas, the KEDA and Prometheus Operator CRD models, and herd's own settings (through this
-//! build's `herd config`); the Dockerfile linted. `make test` installs what they need
+//! build's `herd config`); the compose file against the Compose Specification and the same
+//! settings; the Dockerfile linted. `make test` installs what they need
 //! (deploy/local/deploy-deps.sh).
 
 use std::path::PathBuf;
@@ -67,4 +68,20 @@ fn the_dockerfile_passes_hadolint_and_runs_as_a_non_root_user_with_a_health_chec
     assert!(!user.contains("root") && !user.ends_with(" 0") && !user.contains(" 0:"), "{user}");
     assert!(text.lines().any(|l| l.starts_with("HEALTHCHECK ")), "no HEALTHCHECK");
     assert!(text.matches("\nFROM ").count() >= 2, "not multi-stage");
+}
+
+#[test]
+fn the_compose_file_follows_the_specification_and_herds_settings() {
+    let python = root().join("target/deploy-venv/bin/python");
+    assert!(python.exists(), "{} is missing: run `bash deploy/local/deploy-deps.sh` (make test does)", python.display());
+    let out = Command::new(&python)
+        .arg(root().join("deploy/compose/validate.py"))
+        .args(["--herd", env!("CARGO_BIN_EXE_herd")])
+        .output()
+        .expect("runs the validator");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for service in ["migrate", "gateway-1", "gateway-2", "lb", "worker-1", "worker-2", "admin", "prometheus", "grafana"] {
+        assert!(stdout.contains(service), "{service} missing: {stdout}");
+    }
 }

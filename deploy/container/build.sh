@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Builds herd's images where no registry can be reached, with podman: a Debian 12 base made by
+# debootstrap (localhost/herd-debian:bookworm), herd from the release binary built here
+# (localhost/herd:local, through the Dockerfile's BINARY_IMAGE), and Redis, PostgreSQL and nginx
+# from Debian's packages for the compose file (localhost/herd-{redis,postgres,nginx}:local).
+# Podman on a host with cgroups v1 and strict rlimits wants runc and cgroupfs: see
+# deploy/container/containers.conf (used through CONTAINERS_CONF).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/deploy/container/containers.conf}
+BASE=localhost/herd-debian:bookworm
+if ! podman image exists "$BASE"; then
+  rootfs=$(mktemp -d)
+  trap 'rm -rf "$rootfs"' EXIT
+  echo "build: $BASE (debootstrap)" >&2
+  debootstrap --variant=minbase --include=ca-certificates,curl bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  tar -C "$rootfs" -c . | podman import -q - "$BASE" >/dev/null
+fi
+echo "build: herd (release binary)" >&2
+cargo build --release -q -p herd
+ctx=$(mktemp -d)
+cp target/release/herd "$ctx/herd"
+strip "$ctx/herd"
+printf 'FROM %s\nCOPY herd /src/target/release/herd\n' "$BASE" > "$ctx/Containerfile"
+podman build -q --network host -t localhost/herd-binary:local "$ctx" >/dev/null
+rm -rf "$ctx"
+podman build -q --format docker --network host \
+  --build-arg RUNTIME_IMAGE="$BASE" --build-arg BINARY_IMAGE=localhost/herd-binary:local \
+  -t localhost/herd:local . >/dev/null
+for s in redis postgres nginx; do
+  podman build -q --format docker --network host --build-arg BASE="$BASE" \
+    -f "deploy/container/local/$s.Containerfile" -t "localhost/herd-$s:local" deploy/container/local >/dev/null
+done
+podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'herd(-debian|-redis|-postgres|-nginx)?:' >&2
