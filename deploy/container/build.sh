@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds herd's images where no registry can be reached, with podman: a Debian 12 base made by
 # debootstrap (localhost/herd-debian:bookworm), herd from the release binary built here
-# (localhost/herd:local, through the Dockerfile's BINARY_IMAGE), and Redis, PostgreSQL and nginx
+# (localhost/herd:local, through the Dockerfile's BINARY_IMAGE; HERD_BINARY picks another binary),
+# and Redis, PostgreSQL and nginx
 # from Debian's packages for the compose file (localhost/herd-{redis,postgres,nginx}:local).
 # Podman on a host with cgroups v1 and strict rlimits wants runc and cgroupfs: see
 # deploy/container/containers.conf (used through CONTAINERS_CONF).
@@ -17,10 +18,14 @@ if ! podman image exists "$BASE"; then
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
   tar -C "$rootfs" -c . | podman import -q - "$BASE" >/dev/null
 fi
-echo "build: herd (release binary)" >&2
-cargo build --release -q -p herd
+# HERD_BINARY: a herd binary built already (the test suite passes its own); else the release build.
+if [ -z "${HERD_BINARY:-}" ]; then
+  echo "build: herd (release binary)" >&2
+  cargo build --release -q -p herd
+  HERD_BINARY=target/release/herd
+fi
 ctx=$(mktemp -d)
-cp target/release/herd "$ctx/herd"
+cp "$HERD_BINARY" "$ctx/herd"
 strip "$ctx/herd"
 printf 'FROM %s\nCOPY herd /src/target/release/herd\n' "$BASE" > "$ctx/Containerfile"
 podman build -q --network host -t localhost/herd-binary:local "$ctx" >/dev/null

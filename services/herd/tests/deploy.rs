@@ -85,3 +85,20 @@ fn the_compose_file_follows_the_specification_and_herds_settings() {
         assert!(stdout.contains(service), "{service} missing: {stdout}");
     }
 }
+
+#[test]
+fn the_compose_stack_answers_signed_webhooks_once_each_through_nginx_two_gateways_and_two_workers() {
+    // Builds the images with podman from this build's binary (deploy/container/build.sh), starts the
+    // stack (deploy/compose/compose.yaml), sends 40 signed webhooks through nginx, then the same 40
+    // again, and counts the replies at a stand-in Graph API: 40, one per sender.
+    let out = Command::new("bash")
+        .arg(root().join("deploy/compose/e2e.sh"))
+        .arg("40")
+        .current_dir(root())
+        .env("HERD_BINARY", env!("CARGO_BIN_EXE_herd"))
+        .output()
+        .expect("runs deploy/compose/e2e.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("40 replies, 40 after redelivery, 40 recipients"), "{stdout}");
+}
