@@ -90,6 +90,9 @@ pub struct QueueSettings {
     pub wait_replicas: u32,
     /// How long the gateway waits for `wait_replicas`.
     pub wait_timeout_ms: u64,
+    /// Longest wait for Redis's answer to one command before it counts as failed (a webhook then
+    /// gets 503 and is delivered again); blocking reads are exempt.
+    pub response_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -274,6 +277,7 @@ impl Default for QueueSettings {
             heartbeat_ms: 1_000,
             wait_replicas: 0,
             wait_timeout_ms: 1_000,
+            response_timeout_ms: 2_000,
         }
     }
 }

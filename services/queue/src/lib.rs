@@ -99,7 +99,11 @@ impl Queue {
     /// Connects and makes sure the consumer group exists.
     pub async fn connect(url: &str, cfg: QueueSettings) -> Result<Self> {
         let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        // redis' default of 500 ms fails commands of a busy but healthy Redis (or host).
+        let timeout = std::time::Duration::from_millis(cfg.response_timeout_ms.max(1));
+        let conn =
+            ConnectionManager::new_with_config(client, redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(timeout)))
+                .await?;
         let stream = format!("{}:turns", cfg.key_prefix);
         let dead = format!("{}:turns:dead", cfg.key_prefix);
         let q = Self { url: url.to_string(), conn, reader: None, cfg, stream, dead };
