@@ -14,7 +14,7 @@ if ! podman image exists "$BASE"; then
   rootfs=$(mktemp -d)
   trap 'rm -rf "$rootfs"' EXIT
   echo "build: $BASE (debootstrap)" >&2
-  debootstrap --variant=minbase --include=ca-certificates,curl bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
+  debootstrap --variant=minbase --include=ca-certificates,curl bookworm "$rootfs" >/dev/null
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
   tar -C "$rootfs" -c . | podman import -q - "$BASE" >/dev/null
 fi
