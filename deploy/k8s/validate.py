@@ -92,8 +92,8 @@ def pod_specs(docs):
 
 def herd_rules(overlay, docs, herd):
     errors = []
-    by = {name(d): d for d in docs}
-    config = by.get("ConfigMap/herd-config") or next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("herd-config")), None)
+    # Generated ConfigMaps and Secrets carry a hash suffix (herd-config-5g7…).
+    config = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("herd-config")), None)
     if config is None:
         return [f"{overlay}: no herd-config ConfigMap"]
     env = dict(config.get("data", {}))

@@ -92,27 +92,25 @@ fn pool() -> &'static Pool {
 }
 
 fn new_pool(threads: usize) -> &'static Pool {
-    {
-        let workers = threads - 1;
-        let p: &'static Pool = Box::leak(Box::new(Pool {
-            threads,
-            generation: AtomicU64::new(0),
-            closed: AtomicU64::new(0),
-            job: Mutex::new(None),
-            next: AtomicUsize::new(0),
-            done: AtomicUsize::new(0),
-            active: AtomicUsize::new(0),
-            panicked: AtomicBool::new(false),
-            sleepers: AtomicUsize::new(0),
-            park: Mutex::new(()),
-            wake: Condvar::new(),
-            submit: Mutex::new(()),
-        }));
-        for i in 0..workers {
-            std::thread::Builder::new().name(format!("herd-kernel-{i}")).spawn(move || worker(p)).expect("spawning a kernel thread");
-        }
-        p
+    let workers = threads - 1;
+    let p: &'static Pool = Box::leak(Box::new(Pool {
+        threads,
+        generation: AtomicU64::new(0),
+        closed: AtomicU64::new(0),
+        job: Mutex::new(None),
+        next: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+        active: AtomicUsize::new(0),
+        panicked: AtomicBool::new(false),
+        sleepers: AtomicUsize::new(0),
+        park: Mutex::new(()),
+        wake: Condvar::new(),
+        submit: Mutex::new(()),
+    }));
+    for i in 0..workers {
+        std::thread::Builder::new().name(format!("herd-kernel-{i}")).spawn(move || worker(p)).expect("spawning a kernel thread");
     }
+    p
 }
 
 fn run_tasks(p: &Pool, f: &(dyn Fn(usize) + Sync + '_), tasks: usize) {

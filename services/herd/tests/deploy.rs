@@ -11,17 +11,20 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-#[test]
-fn every_kubernetes_overlay_renders_and_validates() {
+/// Runs one of the validators (with this build's `herd`) in the deployment venv; its stdout.
+fn validate(script: &str) -> String {
     let python = root().join("target/deploy-venv/bin/python");
     assert!(python.exists(), "{} is missing: run `bash deploy/local/deploy-deps.sh` (make test does)", python.display());
-    let out = Command::new(&python)
-        .arg(root().join("deploy/k8s/validate.py"))
-        .args(["--herd", env!("CARGO_BIN_EXE_herd")])
-        .output()
-        .expect("runs the validator");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        Command::new(&python).arg(root().join(script)).args(["--herd", env!("CARGO_BIN_EXE_herd")]).output().expect("runs the validator");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{script}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+#[test]
+fn every_kubernetes_overlay_renders_and_validates() {
+    let stdout = validate("deploy/k8s/validate.py");
     for overlay in ["cpu-demo", "production"] {
         assert!(stdout.contains(&format!("deploy/k8s/overlays/{overlay}:")), "{overlay} not checked: {stdout}");
     }
@@ -72,15 +75,7 @@ fn the_dockerfile_passes_hadolint_and_runs_as_a_non_root_user_with_a_health_chec
 
 #[test]
 fn the_compose_file_follows_the_specification_and_herds_settings() {
-    let python = root().join("target/deploy-venv/bin/python");
-    assert!(python.exists(), "{} is missing: run `bash deploy/local/deploy-deps.sh` (make test does)", python.display());
-    let out = Command::new(&python)
-        .arg(root().join("deploy/compose/validate.py"))
-        .args(["--herd", env!("CARGO_BIN_EXE_herd")])
-        .output()
-        .expect("runs the validator");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = validate("deploy/compose/validate.py");
     for service in ["migrate", "gateway-1", "gateway-2", "lb", "worker-1", "worker-2", "admin", "prometheus", "grafana"] {
         assert!(stdout.contains(service), "{service} missing: {stdout}");
     }
