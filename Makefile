@@ -7,7 +7,7 @@ export DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/herd
 
 HERD_CONFIG ?= deploy/local/herd.toml
 
-.PHONY: run key chat engine-chat test services dashboard-deps deploy-deps build bench lint
+.PHONY: run key chat engine-chat test services dashboard-deps deploy-deps build bench lint soak
 
 ## Start (or reuse) Redis and PostgreSQL, migrate, build, and run herd (gateway + worker) with
 ## the bundled demo model. Chat with it from another terminal: `make chat`.
@@ -65,3 +65,9 @@ bench: build
 
 lint:
 	cargo clippy --workspace --all-targets -- -D warnings
+
+## The soak of herd as processes under faults (10,000 messages, 2 gateways, 3 workers) and its
+## throughput with 1, 2 and 3 workers; see deploy/local/soak.sh. Not part of `make test` (which
+## runs a short soak).
+soak: services
+	bash deploy/local/soak.sh

@@ -117,6 +117,9 @@ def herd_rules(overlay, docs, herd):
         errors.append(f"{overlay}: herd refuses the settings: {out.stderr.strip()}")
     grace_ms = int(env.get("HERD__WORKER__SHUTDOWN_GRACE_MS", "10000"))
     prefix, group = env.get("HERD__QUEUE__KEY_PREFIX", "herd"), env.get("HERD__QUEUE__GROUP", "workers")
+    partitions = int(env.get("HERD__QUEUE__PARTITIONS", "1"))
+    # herd's turn streams, one per partition: KEDA must watch each (a trigger per stream).
+    streams = {f"{prefix}:turns:{{{p}}}" for p in range(partitions)}
     listen = {
         "herd-gateway": env.get("HERD__GATEWAY__LISTEN", "127.0.0.1:8080"),
         "herd-admin": env.get("HERD__ADMIN__LISTEN", "127.0.0.1:8081"),
@@ -163,10 +166,17 @@ def herd_rules(overlay, docs, herd):
 
     for d in docs:
         if d["kind"] == "ScaledObject":
+            watched = set()
             for t in d["spec"]["triggers"]:
                 m = t.get("metadata", {})
-                if t["type"].startswith("redis") and m.get("stream") != f"{prefix}:turns":
-                    errors.append(f"{name(d)}: stream {m.get('stream')!r}, herd's is {prefix + ':turns'!r}")
+                if t["type"].startswith("redis"):
+                    watched.add(m.get("stream"))
+                    if m.get("stream") not in streams:
+                        errors.append(f"{name(d)}: stream {m.get('stream')!r} is none of herd's {sorted(streams)}")
+            if watched and not streams <= watched:
+                errors.append(f"{name(d)}: no trigger watches {sorted(streams - watched)} (queue.partitions = {partitions})")
+            for t in d["spec"]["triggers"]:
+                m = t.get("metadata", {})
                 if t["type"].startswith("redis") and m.get("consumerGroup") != group:
                     errors.append(f"{name(d)}: consumerGroup {m.get('consumerGroup')!r}, herd's is {group!r}")
                 if "addressFromEnv" in m and m["addressFromEnv"] not in env:

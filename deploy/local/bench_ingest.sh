@@ -16,6 +16,6 @@ for round in 1 2; do
   "$HERD" loadgen --requests "$REQ" --concurrency "$CONC" --bare --run-id "$PREFIX-bare$round"
   "$HERD" loadgen --requests "$REQ" --concurrency "$CONC" --run-id "$PREFIX-hook$round"
 done
-echo "stream entries: $(redis-cli XLEN "$PREFIX:turns") (expected $((2 * REQ)))"
+echo "stream entries: $(redis-cli XLEN "$PREFIX:turns:{0}") (expected $((2 * REQ)))"
 echo "distinct message ids seen: $(redis-cli --scan --pattern "$PREFIX:seen:*" | wc -l)"
 redis-cli --scan --pattern "$PREFIX:*" | xargs -r -n 1000 redis-cli del >/dev/null

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub mod procs;
+pub mod soak;
 
 pub const WA_PHONE_ID: &str = "100000000000001";
 pub const WA_SECRET: &str = "wa-secret";
@@ -64,6 +65,9 @@ struct StubState {
     /// Until when every text send is refused, and how.
     outage: Mutex<Option<Outage>>,
     next_id: AtomicU64,
+    /// Every n-th text send is refused (0: none), alternately 429 and 500 (see [`GraphStub::fail_every`]).
+    fail_every: AtomicU64,
+    sends_seen: AtomicU64,
 }
 
 /// A scripted Send API outage: until when, HTTP status, platform code, `Retry-After` seconds.
@@ -114,6 +118,16 @@ async fn stub_messages(
         }
         return res;
     }
+    let every = st.fail_every.load(Ordering::SeqCst);
+    if every > 0 {
+        let n = st.sends_seen.fetch_add(1, Ordering::SeqCst) + 1;
+        if n % every == 0 {
+            // WhatsApp's throughput limit, or a server error that delivered nothing.
+            let (status, code) = if (n / every) % 2 == 0 { (429, 130_429) } else { (500, 2) };
+            record(status);
+            return refuse(status, code).into_response();
+        }
+    }
     let scripted = st.script.lock().expect("lock").pop_front();
     if let Some((status, code)) = scripted {
         record(status);
@@ -150,6 +164,11 @@ impl GraphStub {
     /// `Retry-After` of `retry_after` seconds when given): a Send API outage.
     pub fn outage(&self, for_: Duration, status: u16, code: i64, retry_after: Option<u64>) {
         *self.state.outage.lock().expect("lock") = Some((std::time::Instant::now() + for_, status, code, retry_after));
+    }
+    /// From now on every `n`-th text send is refused, alternately with 429 (code 130429, the
+    /// throughput limit) and 500 (code 2); 0 stops it. `n = 20` refuses 5 %.
+    pub fn fail_every(&self, n: u64) {
+        self.state.fail_every.store(n, Ordering::SeqCst);
     }
     /// Holds the next text send for `d` before accepting it.
     pub fn hold_next_send(&self, d: Duration) {
@@ -388,10 +407,14 @@ impl Herd {
         redis::cmd("XLEN").arg(self.queue.dead_letter_key()).query_async(&mut c).await.expect("xlen")
     }
 
-    /// Entries in the turn stream.
+    /// Entries in the turn streams (all partitions).
     pub async fn stream_len(&self) -> i64 {
         let mut c = self.queue.connection();
-        redis::cmd("XLEN").arg(self.queue.stream_key()).query_async(&mut c).await.expect("xlen")
+        let mut n = 0;
+        for s in self.queue.stream_keys() {
+            n += redis::cmd("XLEN").arg(s).query_async::<i64>(&mut c).await.expect("xlen");
+        }
+        n
     }
 
     /// The stored policy (the shipped packs seeded as versions, tenants from the database),

@@ -25,7 +25,7 @@ async fn redis_text(herd: &Herd) -> String {
     let mut c = herd.queue.connection();
     let keys: Vec<String> = redis::cmd("KEYS").arg(herd.queue.key("*")).query_async(&mut c).await.expect("keys");
     let mut text = keys.join("\n");
-    for stream in [herd.queue.stream_key(), herd.queue.dead_letter_key()] {
+    for stream in herd.queue.stream_keys().iter().map(String::as_str).chain([herd.queue.dead_letter_key()]) {
         let v: redis::Value = redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query_async(&mut c).await.expect("xrange");
         text.push_str(&format!("\n{v:?}"));
     }

@@ -18,7 +18,8 @@ pub enum SettingsError {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    /// Redis (queue, dedup, locks, counters).
+    /// Redis (queue, dedup, locks, counters): `redis://…` for one server, or
+    /// `redis+cluster://[user:password@]host:port,host:port,…` for a Redis Cluster.
     pub redis_url: String,
     /// PostgreSQL (tenants, channels, conversations, messages, deliveries).
     pub database_url: String,
@@ -93,6 +94,10 @@ pub struct QueueSettings {
     /// Longest wait for Redis's answer to one command before it counts as failed (a webhook then
     /// gets 503 and is delivered again); blocking reads are exempt.
     pub response_timeout_ms: u64,
+    /// Turn streams the conversations are spread over (by a hash of the conversation; one
+    /// conversation's messages stay in one stream, in order). More than one lets a Redis Cluster
+    /// spread the queue over its shards. Change it only with the streams drained.
+    pub partitions: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -278,6 +283,7 @@ impl Default for QueueSettings {
             wait_replicas: 0,
             wait_timeout_ms: 1_000,
             response_timeout_ms: 2_000,
+            partitions: 1,
         }
     }
 }
@@ -405,6 +411,9 @@ impl Settings {
                 "`queue.claim_idle_ms` ({}) must be at least 3 × `queue.heartbeat_ms` ({}): live workers' entries would be taken over",
                 q.claim_idle_ms, q.heartbeat_ms
             ));
+        }
+        if !(1..=256).contains(&q.partitions) {
+            return Err(format!("`queue.partitions` must be 1 to 256 (got {})", q.partitions));
         }
         if q.wait_replicas > 0 && q.wait_timeout_ms == 0 {
             return Err("`queue.wait_timeout_ms` must be >= 1 when `queue.wait_replicas` is set (0 would wait forever)".into());

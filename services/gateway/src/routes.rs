@@ -166,7 +166,7 @@ async fn receive_in_span(
         // A redelivery spends no budget; over the tenant's limit the platform delivers again later
         // (what this webhook had before is deduplicated then); only a sender who really sends fast
         // is answered with the slow-down text.
-        if st.queue.seen(platform.as_str(), &pmid).await.map_err(unavailable)? {
+        if st.queue.seen(platform.as_str(), &herd_queue::conversation_key(ch.id, &m.sender), &pmid).await.map_err(unavailable)? {
             duplicate(&mut duplicates);
             continue;
         }

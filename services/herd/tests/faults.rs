@@ -251,6 +251,6 @@ async fn redis_restarted_empty_the_group_is_recreated_readiness_tells_the_truth_
     let all: Vec<String> = before.iter().chain(after.iter()).cloned().collect();
     let o = c.outcome(&all).await;
     assert!(o.lost.is_empty() && o.duplicated.is_empty() && o.wrong.is_empty() && o.answered == 6, "{o:?}");
-    assert!(c.workers[0].logged().contains("recreating it"), "the worker says what happened");
+    assert!(c.workers[0].logged().contains("recreating them"), "the worker says what happened");
     assert_eq!(c.dead_letters().await, 0);
 }

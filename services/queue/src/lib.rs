@@ -1,15 +1,30 @@
 //! herd-queue: the Redis side of herd — the turn stream (consumer group, at-least-once with
 //! `XACK`, reclaim of a dead worker's entries with `XAUTOCLAIM`, dead letters), dedup of platform
 //! message ids, conversation locks and small once-per-window flags.
+//!
+//! The turn stream is `queue.partitions` streams; a conversation's messages all go to one of
+//! them (by a hash of the conversation), so its order holds, and a Redis Cluster spreads the
+//! streams over its shards (see [`keys`] for the hash tags that keep each script on one slot).
+
+pub mod conn;
+pub mod keys;
+
+pub use conn::Connection;
+pub use keys::{conversation_key, partition_of};
 
 use herd_core::settings::QueueSettings;
 use herd_core::{InboundMessage, StatusUpdate};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamMaxlen, StreamPendingCountReply, StreamReadOptions, StreamReadReply,
 };
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Longest block of one read in a Redis Cluster, where each partition is read on its own (a
+/// read over several streams needs them on one slot): a read returns once every partition has
+/// answered, so an entry waits at most this long behind an idle partition.
+const CLUSTER_BLOCK_MS: u64 = 100;
 
 /// Errors of the queue.
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +64,19 @@ impl Entry {
     /// The conversation an entry belongs to: `channel_id:sender` (empty for statuses).
     pub fn conversation_key(&self) -> String {
         match &self.job {
-            Job::Message { channel_id, message, .. } => format!("{channel_id}:{}", message.sender),
+            Job::Message { channel_id, message, .. } => conversation_key(*channel_id, &message.sender),
             Job::Status { .. } => String::new(),
         }
+    }
+
+    /// The partition (of `partitions`) the entry goes to: its conversation's; a status goes by
+    /// its recipient's conversation.
+    pub fn partition(&self, partitions: u32) -> u32 {
+        let key = match &self.job {
+            Job::Message { .. } => self.conversation_key(),
+            Job::Status { channel_id, status } => conversation_key(*channel_id, status.recipient.as_deref().unwrap_or_default()),
+        };
+        partition_of(&key, partitions)
     }
 }
 
@@ -76,7 +101,10 @@ pub enum Lock {
 /// An entry handed to a worker.
 #[derive(Clone, Debug)]
 pub struct Delivery {
+    /// Its id in its partition's stream (`ms-seq`).
     pub id: String,
+    /// The partition whose stream holds it.
+    pub partition: u32,
     pub entry: Entry,
     /// How many times this entry has been delivered (1 the first time).
     pub deliveries: u64,
@@ -86,37 +114,52 @@ pub struct Delivery {
 #[derive(Clone)]
 pub struct Queue {
     url: String,
-    conn: ConnectionManager,
-    /// Blocking reads get a connection of their own: on a shared one, `XREADGROUP BLOCK` would
-    /// hold up every other command behind it.
-    reader: Option<ConnectionManager>,
+    conn: Connection,
+    /// Blocking reads get connections of their own: on a shared one, `XREADGROUP BLOCK` would
+    /// hold up every other command behind it. One for all partitions on a single server (one
+    /// read covers every stream); one per partition in a cluster.
+    readers: Vec<Connection>,
     cfg: QueueSettings,
-    stream: String,
+    /// The turn stream of each partition.
+    streams: Vec<String>,
     dead: String,
 }
 
 impl Queue {
-    /// Connects and makes sure the consumer group exists.
+    /// Connects (to one server, or to a cluster: see [`conn`]), makes sure each partition's
+    /// consumer group exists, and moves what the unpartitioned stream of earlier versions still
+    /// holds into the partitions.
     pub async fn connect(url: &str, cfg: QueueSettings) -> Result<Self> {
-        let client = redis::Client::open(url)?;
         // redis' default of 500 ms fails commands of a busy but healthy Redis (or host).
-        let timeout = std::time::Duration::from_millis(cfg.response_timeout_ms.max(1));
-        let conn =
-            ConnectionManager::new_with_config(client, redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(timeout)))
-                .await?;
-        let stream = format!("{}:turns", cfg.key_prefix);
+        let conn = conn::open(url, Some(Duration::from_millis(cfg.response_timeout_ms.max(1)))).await?;
+        let streams = (0..cfg.partitions.max(1)).map(|p| keys::stream(&cfg.key_prefix, p)).collect();
         let dead = format!("{}:turns:dead", cfg.key_prefix);
-        let q = Self { url: url.to_string(), conn, reader: None, cfg, stream, dead };
-        q.ensure_group().await?;
+        let q = Self { url: url.to_string(), conn, readers: Vec::new(), cfg, streams, dead };
+        for p in 0..q.partitions() {
+            q.ensure_group(p).await?;
+        }
+        q.adopt_legacy_stream().await?;
         Ok(q)
     }
 
-    /// A clone with its own connection for blocking reads (one per consuming loop).
+    /// A clone with its own connections for blocking reads (one per consuming loop).
     pub async fn with_reader(&self) -> Result<Self> {
-        let client = redis::Client::open(self.url.as_str())?;
-        let cfg = redis::aio::ConnectionManagerConfig::new().set_response_timeout(None);
-        let reader = ConnectionManager::new_with_config(client, cfg).await?;
-        Ok(Self { reader: Some(reader), ..self.clone() })
+        let n = if self.conn.is_cluster() { self.streams.len() } else { 1 };
+        let mut readers = Vec::with_capacity(n);
+        for _ in 0..n {
+            readers.push(conn::open(&self.url, None).await?);
+        }
+        Ok(Self { readers, ..self.clone() })
+    }
+
+    /// How many partitions the turn stream has.
+    pub fn partitions(&self) -> u32 {
+        self.streams.len() as u32
+    }
+
+    /// The partition of a conversation (see [`conversation_key`]).
+    pub fn partition_of(&self, conversation: &str) -> u32 {
+        partition_of(conversation, self.partitions())
     }
 
     /// The settings in use.
@@ -124,9 +167,13 @@ impl Queue {
         &self.cfg
     }
 
-    /// Key of the turn stream.
-    pub fn stream_key(&self) -> &str {
-        &self.stream
+    /// Keys of the turn streams, by partition.
+    pub fn stream_keys(&self) -> &[String] {
+        &self.streams
+    }
+
+    fn stream(&self, p: u32) -> &str {
+        &self.streams[p as usize % self.streams.len()]
     }
 
     /// Key of the dead-letter stream.
@@ -140,31 +187,77 @@ impl Queue {
     }
 
     /// A clone of the connection for ad-hoc commands (metrics, tests).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Connection {
         self.conn.clone()
     }
 
-    /// Recreates the consumer group after Redis lost it (restarted without its data): from the
-    /// start of whatever the stream holds now, so what the gateway accepted since is read.
-    async fn recreate_group(&self) -> Result<()> {
-        tracing::warn!(stream = %self.stream, group = %self.cfg.group, "the consumer group is gone (Redis lost its data?); recreating it");
-        self.ensure_group().await
+    /// Recreates the consumer groups after Redis lost them (restarted without its data): from
+    /// the start of whatever the streams hold now, so what the gateway accepted since is read.
+    async fn recreate_groups(&self) -> Result<()> {
+        tracing::warn!(group = %self.cfg.group, "a consumer group is gone (Redis lost its data?); recreating them");
+        for p in 0..self.partitions() {
+            self.ensure_group(p).await?;
+        }
+        Ok(())
     }
 
-    async fn ensure_group(&self) -> Result<()> {
+    async fn ensure_group(&self, p: u32) -> Result<()> {
         let mut c = self.conn.clone();
         let r: redis::RedisResult<()> =
-            redis::cmd("XGROUP").arg("CREATE").arg(&self.stream).arg(&self.cfg.group).arg("0").arg("MKSTREAM").query_async(&mut c).await;
+            redis::cmd("XGROUP").arg("CREATE").arg(self.stream(p)).arg(&self.cfg.group).arg("0").arg("MKSTREAM").query_async(&mut c).await;
         match r {
             Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
             other => Ok(other?),
         }
     }
 
+    /// Moves the entries of the unpartitioned stream of earlier versions (`<prefix>:turns`), if
+    /// any, into their partitions, so an upgrade loses nothing accepted. One process takes the
+    /// stream (by renaming it); entries another worker had read are delivered again, which a
+    /// worker handles as any redelivery.
+    async fn adopt_legacy_stream(&self) -> Result<()> {
+        let legacy = keys::legacy_stream(&self.cfg.key_prefix);
+        let mut c = self.conn.clone();
+        let kind: String = redis::cmd("TYPE").arg(&legacy).query_async(&mut c).await?;
+        if kind != "stream" {
+            return Ok(());
+        }
+        // The same slot as `legacy` (its hash tag is the whole old name), so RENAME works in a cluster.
+        let taken = format!("{{{legacy}}}:adopting:{}:{}", std::process::id(), chrono::Utc::now().timestamp_millis());
+        if let Err(e) = redis::cmd("RENAME").arg(&legacy).arg(&taken).query_async::<()>(&mut c).await {
+            tracing::debug!(error = %e, "another process took the old turn stream");
+            return Ok(());
+        }
+        let mut from = "-".to_string();
+        let mut moved = 0u64;
+        loop {
+            let page: redis::streams::StreamRangeReply =
+                redis::cmd("XRANGE").arg(&taken).arg(&from).arg("+").arg("COUNT").arg(500).query_async(&mut c).await?;
+            let Some(last) = page.ids.last() else { break };
+            from = format!("({}", last.id);
+            for e in &page.ids {
+                let fields: Vec<(String, String)> =
+                    e.map.iter().filter_map(|(k, v)| Some((k.clone(), redis::from_redis_value::<String>(v.clone()).ok()?))).collect();
+                let p = fields
+                    .iter()
+                    .find(|(k, _)| k == "data")
+                    .and_then(|(_, d)| serde_json::from_str::<Entry>(d).ok())
+                    .map_or(0, |entry| entry.partition(self.partitions()));
+                let _: String = c.xadd(self.stream(p), "*", &fields).await?;
+                moved += 1;
+            }
+        }
+        let _: i64 = redis::cmd("DEL").arg(&taken).query_async(&mut c).await?;
+        tracing::info!(moved, partitions = self.partitions(), "moved the entries of the unpartitioned turn stream of an earlier version");
+        Ok(())
+    }
+
     /// Dedup and enqueue in one atomic step (one round trip): marks the platform message id seen
     /// for the dedup window and appends the entry, unless the id was seen before. Returns the
     /// entry id, or `None` for a duplicate.
     pub async fn enqueue_once(&self, platform: &str, message_id: &str, entry: &Entry) -> Result<Option<String>> {
+        let p = entry.partition(self.partitions());
+        let seen_key = keys::seen(&self.cfg.key_prefix, p, platform, message_id);
         let script = redis::Script::new(
             "if redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then
                return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[3], 'conv', ARGV[4], 'mid', ARGV[5])
@@ -174,8 +267,8 @@ impl Queue {
         let data = serde_json::to_string(entry).map_err(|e| Error::BadEntry { id: "-".into(), message: e.to_string() })?;
         let mut c = self.conn.clone();
         let id: Option<String> = script
-            .key(self.key(&format!("seen:{platform}:{message_id}")))
-            .key(&self.stream)
+            .key(&seen_key)
+            .key(self.stream(p))
             .arg(self.cfg.dedup_ttl_secs)
             .arg(self.cfg.maxlen)
             .arg(data)
@@ -188,7 +281,7 @@ impl Queue {
             if got < self.cfg.wait_replicas {
                 // Not durable as asked: the platform will deliver the webhook again, and then it
                 // must be enqueued again rather than taken for a duplicate.
-                let _: i64 = redis::cmd("DEL").arg(self.key(&format!("seen:{platform}:{message_id}"))).query_async(&mut c).await?;
+                let _: i64 = redis::cmd("DEL").arg(&seen_key).query_async(&mut c).await?;
                 return Err(Error::NotDurable { wanted: self.cfg.wait_replicas, got });
             }
         }
@@ -229,10 +322,12 @@ impl Queue {
         }
     }
 
-    /// Whether platform message `message_id` was enqueued already (within the dedup window).
-    pub async fn seen(&self, platform: &str, message_id: &str) -> Result<bool> {
+    /// Whether platform message `message_id` of `conversation` (see [`conversation_key`]) was
+    /// enqueued already (within the dedup window).
+    pub async fn seen(&self, platform: &str, conversation: &str, message_id: &str) -> Result<bool> {
+        let key = keys::seen(&self.cfg.key_prefix, self.partition_of(conversation), platform, message_id);
         let mut c = self.conn.clone();
-        let n: i64 = redis::cmd("EXISTS").arg(self.key(&format!("seen:{platform}:{message_id}"))).query_async(&mut c).await?;
+        let n: i64 = redis::cmd("EXISTS").arg(key).query_async(&mut c).await?;
         Ok(n > 0)
     }
 
@@ -255,84 +350,111 @@ impl Queue {
              return out",
         );
         let mut c = self.conn.clone();
-        Ok(script.key(&self.stream).arg(&self.cfg.group).arg(conv).invoke_async(&mut c).await?)
+        let p = self.partition_of(conv);
+        Ok(script.key(self.stream(p)).arg(&self.cfg.group).arg(conv).invoke_async(&mut c).await?)
     }
 
-    /// Appends an entry (`MAXLEN ~` trimmed); returns its id.
+    /// Appends an entry to its partition (`MAXLEN ~` trimmed); returns its id.
     pub async fn enqueue(&self, entry: &Entry) -> Result<String> {
         let mut c = self.conn.clone();
         let data = serde_json::to_string(entry).map_err(|e| Error::BadEntry { id: "-".into(), message: e.to_string() })?;
-        let id: String = c.xadd_maxlen(&self.stream, StreamMaxlen::Approx(self.cfg.maxlen), "*", &[("data", data)]).await?;
+        let stream = self.stream(entry.partition(self.partitions()));
+        let id: String = c.xadd_maxlen(stream, StreamMaxlen::Approx(self.cfg.maxlen), "*", &[("data", data)]).await?;
         Ok(id)
     }
 
-    /// Reads up to `count` new entries for `consumer`, blocking up to `block_ms`.
-    /// Call it on a [`Queue::with_reader`] clone.
+    /// Reads up to `count` new entries for `consumer` (about `count` from each partition that
+    /// has some), blocking up to `block_ms`. Call it on a [`Queue::with_reader`] clone.
     pub async fn read(&self, consumer: &str, count: usize, block_ms: u64) -> Result<Vec<Delivery>> {
-        let mut c = self.reader.clone().unwrap_or_else(|| self.conn.clone());
-        let opts = StreamReadOptions::default().group(&self.cfg.group, consumer).count(count).block(block_ms as usize);
-        let reply: Option<StreamReadReply> = match c.xread_options(&[&self.stream], &[">"], &opts).await {
-            Err(e) if e.code() == Some("NOGROUP") => {
-                self.recreate_group().await?;
-                return Ok(Vec::new());
+        let per_stream = count.div_ceil(self.streams.len()).max(1);
+        let replies = if self.conn.is_cluster() && self.readers.len() == self.streams.len() {
+            // One read per partition (each on its own connection, all at once): streams on
+            // different slots cannot share a read in a cluster.
+            let block = block_ms.min(CLUSTER_BLOCK_MS);
+            let mut reads = tokio::task::JoinSet::new();
+            for (r, s) in self.readers.iter().zip(&self.streams) {
+                let (mut c, s) = (r.clone(), s.clone());
+                let opts = StreamReadOptions::default().group(&self.cfg.group, consumer).count(per_stream).block(block as usize);
+                reads.spawn(async move { c.xread_options::<_, _, Option<StreamReadReply>>(&[s], &[">"], &opts).await });
             }
-            r => r?,
+            let mut replies = Vec::with_capacity(self.streams.len());
+            while let Some(r) = reads.join_next().await {
+                replies
+                    .push(r.map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "a partition's read task failed", e.to_string())))?);
+            }
+            replies
+        } else {
+            let mut c = self.readers.first().cloned().unwrap_or_else(|| self.conn.clone());
+            let opts = StreamReadOptions::default().group(&self.cfg.group, consumer).count(per_stream).block(block_ms as usize);
+            let ids = vec![">"; self.streams.len()];
+            vec![c.xread_options(&self.streams, &ids, &opts).await]
         };
         let mut out = Vec::new();
-        for key in reply.map(|r| r.keys).unwrap_or_default() {
-            for id in key.ids {
-                out.push(self.decode(id, 1).await?);
+        let mut failed = None;
+        for r in replies {
+            match r {
+                Err(e) if e.code() == Some("NOGROUP") => self.recreate_groups().await?,
+                // What other partitions returned is theirs already: handed on, not dropped.
+                Err(e) => failed = Some(e),
+                Ok(reply) => {
+                    for key in reply.map(|r| r.keys).unwrap_or_default() {
+                        let p = self.streams.iter().position(|s| *s == key.key).unwrap_or(0) as u32;
+                        for id in key.ids {
+                            out.push(self.decode(p, id, 1).await?);
+                        }
+                    }
+                }
             }
         }
-        Ok(out)
+        match failed {
+            Some(e) if out.is_empty() => Err(e.into()),
+            _ => Ok(out),
+        }
     }
 
     /// Takes over up to `count` entries pending longer than `claim_idle_ms` (their worker is
-    /// presumed dead).
+    /// presumed dead), from the partitions in turn.
     pub async fn claim_stale(&self, consumer: &str, count: usize) -> Result<Vec<Delivery>> {
-        let mut c = self.conn.clone();
-        let reply: StreamAutoClaimReply = match c
-            .xautoclaim_options(
-                &self.stream,
-                &self.cfg.group,
-                consumer,
-                self.cfg.claim_idle_ms,
-                "0-0",
-                StreamAutoClaimOptions::default().count(count),
-            )
-            .await
-        {
-            Err(e) if e.code() == Some("NOGROUP") => {
-                self.recreate_group().await?;
-                return Ok(Vec::new());
-            }
-            r => r?,
-        };
         let mut out = Vec::new();
-        for id in reply.claimed {
-            let n = self.delivery_count(&id.id).await?;
-            out.push(self.decode(id, n).await?);
+        for p in 0..self.partitions() {
+            if out.len() >= count {
+                break;
+            }
+            let mut c = self.conn.clone();
+            let opts = StreamAutoClaimOptions::default().count(count - out.len());
+            let reply: StreamAutoClaimReply =
+                match c.xautoclaim_options(self.stream(p), &self.cfg.group, consumer, self.cfg.claim_idle_ms, "0-0", opts).await {
+                    Err(e) if e.code() == Some("NOGROUP") => {
+                        self.recreate_groups().await?;
+                        continue;
+                    }
+                    r => r?,
+                };
+            for id in reply.claimed {
+                let n = self.delivery_count(p, &id.id).await?;
+                out.push(self.decode(p, id, n).await?);
+            }
         }
         Ok(out)
     }
 
-    async fn delivery_count(&self, id: &str) -> Result<u64> {
+    async fn delivery_count(&self, p: u32, id: &str) -> Result<u64> {
         let mut c = self.conn.clone();
-        let p: StreamPendingCountReply = c.xpending_count(&self.stream, &self.cfg.group, id, id, 1).await?;
-        Ok(p.ids.first().map_or(1, |p| p.times_delivered as u64))
+        let r: StreamPendingCountReply = c.xpending_count(self.stream(p), &self.cfg.group, id, id, 1).await?;
+        Ok(r.ids.first().map_or(1, |r| r.times_delivered as u64))
     }
 
-    async fn decode(&self, id: redis::streams::StreamId, deliveries: u64) -> Result<Delivery> {
+    async fn decode(&self, partition: u32, id: redis::streams::StreamId, deliveries: u64) -> Result<Delivery> {
         let data: Option<String> = id.get("data");
         let entry = data
             .as_deref()
             .ok_or_else(|| "no data field".to_string())
             .and_then(|d| serde_json::from_str::<Entry>(d).map_err(|e| e.to_string()));
         match entry {
-            Ok(entry) => Ok(Delivery { id: id.id, entry, deliveries }),
+            Ok(entry) => Ok(Delivery { id: id.id, partition, entry, deliveries }),
             Err(message) => {
                 // An entry no worker can read is dead-lettered at once rather than retried forever.
-                self.dead_letter_raw(&id.id, data.as_deref().unwrap_or(""), &message).await?;
+                self.dead_letter_raw(partition, &id.id, data.as_deref().unwrap_or(""), &message).await?;
                 Err(Error::BadEntry { id: id.id, message })
             }
         }
@@ -340,16 +462,20 @@ impl Queue {
 
     /// Acknowledges an entry: it is done, and deleted from the stream (the user's words do not
     /// linger in Redis once PostgreSQL has them).
-    pub async fn ack(&self, id: &str) -> Result<()> {
+    pub async fn ack(&self, d: &Delivery) -> Result<()> {
+        self.ack_id(d.partition, &d.id).await
+    }
+
+    async fn ack_id(&self, p: u32, id: &str) -> Result<()> {
         let mut c = self.conn.clone();
         let _: () = redis::pipe()
             .cmd("XACK")
-            .arg(&self.stream)
+            .arg(self.stream(p))
             .arg(&self.cfg.group)
             .arg(id)
             .ignore()
             .cmd("XDEL")
-            .arg(&self.stream)
+            .arg(self.stream(p))
             .arg(id)
             .ignore()
             .query_async(&mut c)
@@ -360,15 +486,15 @@ impl Queue {
     /// Moves an entry to the dead-letter stream with the reason, and acknowledges it.
     pub async fn dead_letter(&self, d: &Delivery, reason: &str) -> Result<()> {
         let data = serde_json::to_string(&d.entry).unwrap_or_default();
-        self.dead_letter_raw(&d.id, &data, reason).await
+        self.dead_letter_raw(d.partition, &d.id, &data, reason).await
     }
 
-    async fn dead_letter_raw(&self, id: &str, data: &str, reason: &str) -> Result<()> {
+    async fn dead_letter_raw(&self, p: u32, id: &str, data: &str, reason: &str) -> Result<()> {
         let mut c = self.conn.clone();
         let _: String = c
             .xadd_maxlen(&self.dead, StreamMaxlen::Approx(self.cfg.maxlen), "*", &[("data", data), ("reason", reason), ("source_id", id)])
             .await?;
-        self.ack(id).await
+        self.ack_id(p, id).await
     }
 
     /// Takes the lock of a conversation for `owner` for `lock_ttl_ms`, or names who holds it.
@@ -409,14 +535,30 @@ impl Queue {
 
     /// Says that worker `owner` is alive for the next 3 × `heartbeat_ms`, and touches the
     /// entries it works on, so that no other worker takes them over (their delivery counts stay).
-    pub async fn heartbeat(&self, owner: &str, entries: &[String]) -> Result<()> {
+    /// `entries` are (partition, id) pairs.
+    pub async fn heartbeat(&self, owner: &str, entries: &[(u32, String)]) -> Result<()> {
         let mut c = self.conn.clone();
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(self.key(&format!("alive:{owner}"))).arg(1).arg("PX").arg(3 * self.cfg.heartbeat_ms).ignore();
-        if !entries.is_empty() {
-            pipe.cmd("XCLAIM").arg(&self.stream).arg(&self.cfg.group).arg(owner).arg(0).arg(entries).arg("JUSTID").ignore();
+        let _: () = redis::cmd("SET")
+            .arg(self.key(&format!("alive:{owner}")))
+            .arg(1)
+            .arg("PX")
+            .arg(3 * self.cfg.heartbeat_ms)
+            .query_async(&mut c)
+            .await?;
+        for p in 0..self.partitions() {
+            let ids: Vec<&str> = entries.iter().filter(|(q, _)| *q == p).map(|(_, id)| id.as_str()).collect();
+            if !ids.is_empty() {
+                let _: redis::Value = redis::cmd("XCLAIM")
+                    .arg(self.stream(p))
+                    .arg(&self.cfg.group)
+                    .arg(owner)
+                    .arg(0)
+                    .arg(&ids)
+                    .arg("JUSTID")
+                    .query_async(&mut c)
+                    .await?;
+            }
         }
-        let _: () = pipe.query_async(&mut c).await?;
         Ok(())
     }
 
@@ -437,14 +579,14 @@ impl Queue {
     /// Leaves entry `id` pending with `consumer`, with its delivery count set back to `tries`
     /// (waiting for another worker's conversation lock is not a try); it comes back after
     /// `claim_idle_ms`.
-    pub async fn keep_pending(&self, consumer: &str, id: &str, tries: u64) -> Result<()> {
+    pub async fn keep_pending(&self, consumer: &str, d: &Delivery, tries: u64) -> Result<()> {
         let mut c = self.conn.clone();
         let _: redis::Value = redis::cmd("XCLAIM")
-            .arg(&self.stream)
+            .arg(self.stream(d.partition))
             .arg(&self.cfg.group)
             .arg(consumer)
             .arg(0)
-            .arg(id)
+            .arg(&d.id)
             .arg("RETRYCOUNT")
             .arg(tries)
             .arg("JUSTID")
@@ -486,8 +628,8 @@ impl Queue {
     /// as the sketch can tell) and the tenant's monthly active users.
     pub async fn count_active_user(&self, tenant_id: i64, user: &str) -> Result<(bool, u64)> {
         let now = chrono::Utc::now();
-        let key = self.key(&format!("mau:{tenant_id}:{}", now.format("%Y-%m")));
-        let day = self.key(&format!("dau:{tenant_id}:{}", now.format("%Y-%m-%d")));
+        let key = keys::active(&self.cfg.key_prefix, "mau", tenant_id, &now.format("%Y-%m").to_string());
+        let day = keys::active(&self.cfg.key_prefix, "dau", tenant_id, &now.format("%Y-%m-%d").to_string());
         let mut c = self.conn.clone();
         let (added, count): (i64, u64) = redis::pipe()
             .cmd("PFADD")
@@ -515,7 +657,8 @@ impl Queue {
     /// Distinct active users of `tenants` over the days `days` (`YYYY-MM-DD`), from the daily
     /// sketches (their union).
     pub async fn active_users(&self, tenants: &[i64], days: &[String]) -> Result<u64> {
-        let keys: Vec<String> = tenants.iter().flat_map(|t| days.iter().map(move |d| self.key(&format!("dau:{t}:{d}")))).collect();
+        let keys: Vec<String> =
+            tenants.iter().flat_map(|t| days.iter().map(move |d| keys::active(&self.cfg.key_prefix, "dau", *t, d))).collect();
         if keys.is_empty() {
             return Ok(0);
         }
@@ -525,7 +668,7 @@ impl Queue {
 
     /// Monthly active users of `tenants` in `month` (`YYYY-MM`, the union of their sketches).
     pub async fn monthly_active_users_of(&self, tenants: &[i64], month: &str) -> Result<u64> {
-        let keys: Vec<String> = tenants.iter().map(|t| self.key(&format!("mau:{t}:{month}"))).collect();
+        let keys: Vec<String> = tenants.iter().map(|t| keys::active(&self.cfg.key_prefix, "mau", *t, month)).collect();
         if keys.is_empty() {
             return Ok(0);
         }
@@ -549,7 +692,8 @@ impl Queue {
         let mut c = self.conn.clone();
         let mut forgotten = Forgotten::default();
         let mut mids: Vec<String> = message_ids.to_vec();
-        for (stream, acked) in [(self.stream.clone(), true), (self.dead.clone(), false)] {
+        let streams = self.streams.iter().map(|s| (s.clone(), true)).chain([(self.dead.clone(), false)]);
+        for (stream, acked) in streams {
             let mut from = "-".to_string();
             loop {
                 let page: redis::streams::StreamRangeReply =
@@ -579,7 +723,10 @@ impl Queue {
                 }
             }
         }
-        let mut keys: Vec<String> = mids.iter().map(|m| self.key(&format!("seen:{platform}:{m}"))).collect();
+        // A message's dedup key is in its conversation's partition, which its id alone does not
+        // tell: each partition's is removed (DEL of a missing key is harmless).
+        let mut keys: Vec<String> =
+            mids.iter().flat_map(|m| (0..self.partitions()).map(move |p| keys::seen(&self.cfg.key_prefix, p, platform, m))).collect();
         for conv in conversations {
             keys.push(self.key(&format!("lock:conv:{conv}")));
             keys.push(self.key(&format!("once:policy-notice:{conv}")));
@@ -598,13 +745,24 @@ impl Queue {
         self.monthly_active_users_of(&[tenant_id], month).await
     }
 
-    /// The turn stream's length, its entries read but not acknowledged, and the consumer group's
-    /// lag (entries not yet read; `None` when Redis cannot tell).
+    /// The turn streams' length, their entries read but not acknowledged, and the consumer
+    /// groups' lag (entries not yet read; `None` when Redis cannot tell), over all partitions.
     pub async fn stream_stats(&self) -> Result<(u64, u64, Option<u64>)> {
+        let (mut len, mut pending, mut lag) = (0, 0, Some(0));
+        for p in 0..self.partitions() {
+            let (l, n, g) = self.partition_stats(p).await?;
+            len += l;
+            pending += n;
+            lag = lag.zip(g).map(|(a, b)| a + b);
+        }
+        Ok((len, pending, lag))
+    }
+
+    async fn partition_stats(&self, p: u32) -> Result<(u64, u64, Option<u64>)> {
         let mut c = self.conn.clone();
-        let len: u64 = redis::cmd("XLEN").arg(&self.stream).query_async(&mut c).await?;
-        let pending = self.pending_count().await?;
-        let groups: redis::Value = redis::cmd("XINFO").arg("GROUPS").arg(&self.stream).query_async(&mut c).await?;
+        let len: u64 = redis::cmd("XLEN").arg(self.stream(p)).query_async(&mut c).await?;
+        let pending = self.pending_in(p).await?;
+        let groups: redis::Value = redis::cmd("XINFO").arg("GROUPS").arg(self.stream(p)).query_async(&mut c).await?;
         let mut lag = None;
         if let redis::Value::Array(groups) = groups {
             for g in groups {
@@ -634,10 +792,18 @@ impl Queue {
         Ok(())
     }
 
-    /// Entries read but not yet acknowledged.
+    /// Entries read but not yet acknowledged, over all partitions.
     pub async fn pending_count(&self) -> Result<u64> {
+        let mut n = 0;
+        for p in 0..self.partitions() {
+            n += self.pending_in(p).await?;
+        }
+        Ok(n)
+    }
+
+    async fn pending_in(&self, p: u32) -> Result<u64> {
         let mut c = self.conn.clone();
-        let v: redis::Value = redis::cmd("XPENDING").arg(&self.stream).arg(&self.cfg.group).query_async(&mut c).await?;
+        let v: redis::Value = redis::cmd("XPENDING").arg(self.stream(p)).arg(&self.cfg.group).query_async(&mut c).await?;
         Ok(match v {
             redis::Value::Array(items) => match items.first() {
                 Some(redis::Value::Int(n)) => *n as u64,

@@ -80,7 +80,7 @@ pub struct Worker {
     pub(crate) policy: Arc<dyn PolicyHook>,
     channels: Arc<RwLock<HashMap<i64, Arc<Channel>>>>,
     /// Ids of the entries this worker has taken and not yet settled (touched by the heartbeat).
-    in_flight: Arc<Mutex<HashSet<String>>>,
+    in_flight: Arc<Mutex<HashSet<(u32, String)>>>,
     /// Where it says whether it can read the turn stream (the process's `/readyz`).
     health: herd_core::Health,
 }
@@ -235,11 +235,11 @@ impl Worker {
     /// Notes entries just taken as in flight (the heartbeat touches them until settled).
     fn took(&self, batch: &[Delivery]) {
         let mut set = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        set.extend(batch.iter().map(|d| d.id.clone()));
+        set.extend(batch.iter().map(|d| (d.partition, d.id.clone())));
     }
 
     /// The entries in flight, for the heartbeat.
-    pub(crate) fn in_flight(&self) -> Vec<String> {
+    pub(crate) fn in_flight(&self) -> Vec<(u32, String)> {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
     }
 
@@ -283,10 +283,10 @@ impl Worker {
 
     /// Acknowledges, dead-letters or leaves an entry pending, by the outcome.
     async fn finish(&self, d: &Delivery, outcome: Result<(), WorkerError>) {
-        self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&d.id);
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&(d.partition, d.id.clone()));
         match outcome {
             Ok(()) => {
-                if let Err(e) = self.queue.ack(&d.id).await {
+                if let Err(e) = self.queue.ack(d).await {
                     tracing::error!(error = %e, id = %d.id, "ack failed");
                 }
             }
@@ -306,13 +306,13 @@ impl Worker {
             Err(WorkerError::Busy(reason)) => {
                 // Waiting for another worker is not a try: the delivery count goes back.
                 tracing::debug!(id = %d.id, %reason, "left pending");
-                if let Err(e) = self.queue.keep_pending(&self.name, &d.id, d.deliveries.saturating_sub(1)).await {
+                if let Err(e) = self.queue.keep_pending(&self.name, d, d.deliveries.saturating_sub(1)).await {
                     tracing::warn!(error = %e, id = %d.id, "could not give back the delivery count");
                 }
             }
             Err(WorkerError::Cancelled(reason)) => {
                 tracing::info!(id = %d.id, %reason, "cancelled");
-                if let Err(e) = self.queue.ack(&d.id).await {
+                if let Err(e) = self.queue.ack(d).await {
                     tracing::error!(error = %e, id = %d.id, "ack failed");
                 }
             }
