@@ -4,6 +4,8 @@
 # (localhost/herd:local, through the Dockerfile's BINARY_IMAGE; HERD_BINARY picks another binary),
 # and Redis, PostgreSQL and nginx
 # from Debian's packages for the compose file (localhost/herd-{redis,postgres,nginx}:local).
+# With --gpu also the GPU image (localhost/herd-gpu:local, the Dockerfile's `gpu` target): CUDA
+# 13.0's NVRTC, headers and cuBLAS from NVIDIA's wheels (installed here into .cache/cuda-image).
 # Podman on a host with cgroups v1 and strict rlimits wants runc and cgroupfs: see
 # deploy/container/containers.conf (used through CONTAINERS_CONF).
 set -euo pipefail
@@ -33,8 +35,29 @@ rm -rf "$ctx"
 podman build -q --format docker --network host \
   --build-arg RUNTIME_IMAGE="$BASE" --build-arg BINARY_IMAGE=localhost/herd-binary:local \
   -t localhost/herd:local . >/dev/null
+if [ "${1:-}" = "--gpu" ]; then
+  cu=.cache/cuda-image/nvidia/cu13
+  if [ ! -e "$cu/lib/libcublasLt.so.13" ] || [ ! -e "$cu/include/crt/mma.h" ]; then
+    echo "build: CUDA 13.0 libraries (NVIDIA's wheels) into .cache/cuda-image" >&2
+    python3 -m pip install -q --disable-pip-version-check --no-deps --target .cache/cuda-image \
+      nvidia-cuda-nvrtc==13.0.88 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85 nvidia-cuda-crt==13.0.88 \
+      nvidia-cublas==13.0.2.14 >&2
+  fi
+  # The same files the Dockerfile's cuda-libs stage keeps.
+  ctx=$(mktemp -d)
+  mkdir -p "$ctx/cuda/lib"
+  cp -a "$cu/include" "$ctx/cuda/include"
+  for lib in libnvrtc.so.13 libnvrtc-builtins.so.13.0 libcublas.so.13 libcublasLt.so.13; do cp -a "$cu/lib/$lib" "$ctx/cuda/lib/"; done
+  printf 'FROM %s\nCOPY cuda /cuda\n' "$BASE" > "$ctx/Containerfile"
+  podman build -q --network host -t localhost/herd-cuda-libs:local "$ctx" >/dev/null
+  rm -rf "$ctx"
+  podman build -q --format docker --network host --target gpu \
+    --build-arg RUNTIME_IMAGE="$BASE" --build-arg BINARY_IMAGE=localhost/herd-binary:local \
+    --build-arg CUDA_LIBS_IMAGE=localhost/herd-cuda-libs:local \
+    -t localhost/herd-gpu:local . >/dev/null
+fi
 for s in redis postgres nginx; do
   podman build -q --format docker --network host --build-arg BASE="$BASE" \
     -f "deploy/container/local/$s.Containerfile" -t "localhost/herd-$s:local" deploy/container/local >/dev/null
 done
-podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'herd(-debian|-redis|-postgres|-nginx)?:' >&2
+podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'herd(-debian|-redis|-postgres|-nginx|-gpu)?:' >&2

@@ -271,6 +271,40 @@ pub fn driver_present() -> bool {
     real::driver_present()
 }
 
+/// What a machine has of the CUDA libraries herd opens at run time (see [`libraries`]).
+#[derive(Clone, Debug)]
+pub struct Libraries {
+    /// The driver (`libcuda.so.1`; a GPU host's, never in an image).
+    pub driver: bool,
+    /// NVRTC's version, or why it cannot be used.
+    pub nvrtc: std::result::Result<(i32, i32), String>,
+    /// herd's kernels compiled by NVRTC for the target (cubin bytes), or why they were not.
+    pub kernels: std::result::Result<usize, String>,
+    /// cuBLAS.
+    pub cublas: bool,
+}
+
+impl Libraries {
+    /// Everything a GPU worker needs besides the driver and a device.
+    pub fn ready_but_driver(&self) -> bool {
+        self.nvrtc.is_ok() && self.kernels.is_ok() && self.cublas
+    }
+}
+
+/// Checks the CUDA libraries without a device: opens the driver, NVRTC and cuBLAS, and compiles
+/// herd's kernels for `target` (e.g. `sm_90`) with NVRTC — what a GPU image must hold.
+pub fn libraries(target: &str) -> Libraries {
+    let nvrtc = nvrtc::version().map_err(|e| e.to_string());
+    let kernels = match &nvrtc {
+        Ok(_) => nvrtc::include_dirs()
+            .and_then(|inc| nvrtc::compile(&source::nvrtc_source(), target, &inc))
+            .map(|bin| bin.len())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.clone()),
+    };
+    Libraries { driver: real::driver_present(), nvrtc, kernels, cublas: real::cublas_present() }
+}
+
 /// Free and total memory of CUDA device `ordinal`, bytes.
 pub fn mem_info(ordinal: usize) -> Result<(usize, usize)> {
     real::mem_info(ordinal)

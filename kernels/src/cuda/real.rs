@@ -13,6 +13,12 @@ pub(crate) fn driver_present() -> bool {
     unsafe { sys::is_culib_present() }
 }
 
+/// Whether cuBLAS (`libcublas.so.13` with `libcublasLt.so.13`) can be loaded.
+pub(crate) fn cublas_present() -> bool {
+    // SAFETY: only tries to open the library.
+    unsafe { blas_sys::is_culib_present() }
+}
+
 fn init() -> Result<()> {
     if !driver_present() {
         return Err(Error::NoDriver("the CUDA driver library (libcuda.so.1) was not found on this machine".into()));
@@ -93,8 +99,7 @@ impl CudaDriver {
             funcs.push(unsafe { cu::module::get_function(module, cname) }.map_err(cuda("cuModuleGetFunction"))?);
         }
 
-        // SAFETY: only tries to open the library.
-        if !unsafe { blas_sys::is_culib_present() } {
+        if !cublas_present() {
             return Err(Error::Setup(
                 "the cuBLAS library (libcublas.so.13 with libcublasLt.so.13) was not found: put its folder on LD_LIBRARY_PATH".into(),
             ));

@@ -110,6 +110,15 @@ enum EngineCommand {
         #[arg(long, default_value_t = 1 << 30)]
         kv_cache_bytes: usize,
     },
+    /// Print what this machine has of the CUDA libraries herd opens at run time (the driver,
+    /// NVRTC, cuBLAS) and compile herd's kernels with NVRTC; no GPU needed. Exits 1 when NVRTC,
+    /// the kernels or cuBLAS fail (the driver comes with a GPU host, so its absence is reported
+    /// only): the check of a GPU image.
+    CudaLibs {
+        /// Target architecture of the kernels (sm_90: H100/H200).
+        #[arg(long, default_value = "sm_90")]
+        arch: String,
+    },
     /// Print what the engine understood of a model folder.
     Info {
         #[command(flatten)]
@@ -274,6 +283,25 @@ pub fn run(args: EngineArgs) -> Result<()> {
             }
             let report = bench::run(&subject, prompt, new, &batch)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        EngineCommand::CudaLibs { arch } => {
+            let l = herd_kernels::cuda::libraries(&arch);
+            let text = |r: &std::result::Result<String, String>| match r {
+                Ok(v) => serde_json::json!({"ok": true, "value": v}),
+                Err(e) => serde_json::json!({"ok": false, "error": e}),
+            };
+            let report = serde_json::json!({
+                "driver": l.driver,
+                "nvrtc": text(&l.nvrtc.clone().map(|(a, b)| format!("{a}.{b}"))),
+                "kernels": text(&l.kernels.clone().map(|n| format!("{n} bytes of cubin for {arch}"))),
+                "cublas": l.cublas,
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !l.ready_but_driver() {
+                bail!(
+                    "the CUDA libraries are incomplete (see above): NVRTC 13, CUDA's headers (HERD_CUDA_INCLUDE) and cuBLAS 13 must be on LD_LIBRARY_PATH"
+                );
+            }
         }
         EngineCommand::Info { model } => {
             let (m, dtype) = load(&model)?;

@@ -97,3 +97,35 @@ fn the_compose_stack_answers_signed_webhooks_once_each_through_nginx_two_gateway
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("40 replies, 40 after redelivery, 40 recipients"), "{stdout}");
 }
+
+#[test]
+fn the_gpu_image_holds_cuda_13_and_compiles_herds_kernels_without_a_gpu() {
+    // deploy/container/build.sh --gpu builds the Dockerfile's `gpu` target from this build's binary;
+    // inside it `herd engine cuda-libs` opens NVRTC and cuBLAS and compiles every kernel for sm_90.
+    let out = Command::new("bash")
+        .arg(root().join("deploy/container/build.sh"))
+        .arg("--gpu")
+        .current_dir(root())
+        .env("HERD_BINARY", env!("CARGO_BIN_EXE_herd"))
+        .output()
+        .expect("runs deploy/container/build.sh");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let run = |image: &str| {
+        Command::new("podman")
+            .args(["run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp", image, "engine", "cuda-libs"])
+            .env("CONTAINERS_CONF", root().join("deploy/container/containers.conf"))
+            .output()
+            .expect("runs podman")
+    };
+    let gpu = run("localhost/herd-gpu:local");
+    let text = String::from_utf8_lossy(&gpu.stdout);
+    assert!(gpu.status.success(), "{text}{}", String::from_utf8_lossy(&gpu.stderr));
+    let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(v["nvrtc"]["value"], "13.0", "{v}");
+    assert_eq!(v["cublas"], true, "{v}");
+    assert!(v["kernels"]["value"].as_str().is_some_and(|s| s.ends_with("bytes of cubin for sm_90")), "{v}");
+    // The CPU image has none of it, and says so.
+    let cpu = run("localhost/herd:local");
+    assert!(!cpu.status.success(), "the CPU image claims CUDA libraries");
+    assert!(String::from_utf8_lossy(&cpu.stderr).contains("CUDA libraries are incomplete"));
+}
