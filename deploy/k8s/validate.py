@@ -190,10 +190,42 @@ def herd_rules(overlay, docs, herd):
     return errors
 
 
+def self_test(herd):
+    """The herd rules catch what they are for: a ScaledObject on a stream herd does not write, and
+    partitions no trigger watches. Returns the rules' misses."""
+    import copy
+
+    overlay = os.path.join(ROOT, "deploy", "k8s", "overlays", "production")
+    docs = render(overlay)
+    misses = []
+    bad = copy.deepcopy(docs)
+    for d in bad:
+        if d["kind"] == "ScaledObject":
+            d["spec"]["triggers"][0]["metadata"]["stream"] = "herd:turns"
+    if not any("is none of herd's" in e for e in herd_rules(overlay, bad, herd)):
+        misses.append("a trigger on the old stream herd:turns passed")
+    bad = copy.deepcopy(docs)
+    for d in bad:
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("herd-config"):
+            d["data"]["HERD__QUEUE__PARTITIONS"] = "2"
+    if not any("no trigger watches" in e for e in herd_rules(overlay, bad, herd)):
+        misses.append("2 partitions with one trigger passed")
+    if herd_rules(overlay, docs, herd):
+        misses.append("the overlay as shipped fails")
+    return misses
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--herd", required=True, help="the herd binary (for `herd config`)")
+    ap.add_argument("--self-test", action="store_true", help="check that herd's rules catch broken manifests")
     args = ap.parse_args()
+    if args.self_test:
+        misses = self_test(args.herd)
+        for m in misses:
+            print("self-test:", m, file=sys.stderr)
+        print("self-test: ok" if not misses else "self-test: FAILED")
+        sys.exit(1 if misses else 0)
     overlays_dir = os.path.join(ROOT, "deploy", "k8s", "overlays")
     overlays = sorted(os.path.join(overlays_dir, o) for o in os.listdir(overlays_dir))
     errors = []

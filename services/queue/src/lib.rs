@@ -19,6 +19,8 @@ use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamMaxlen, StreamPendingCountReply, StreamReadOptions, StreamReadReply,
 };
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// Longest block of one read in a Redis Cluster, where each partition is read on its own (a
@@ -123,6 +125,9 @@ pub struct Queue {
     /// The turn stream of each partition.
     streams: Vec<String>,
     dead: String,
+    /// The partition the next [`Queue::claim_stale`] starts at (each call starts one further, so
+    /// no partition's stale entries wait behind another's).
+    claim_from: Arc<AtomicU32>,
 }
 
 impl Queue {
@@ -134,7 +139,7 @@ impl Queue {
         let conn = conn::open(url, Some(Duration::from_millis(cfg.response_timeout_ms.max(1)))).await?;
         let streams = (0..cfg.partitions.max(1)).map(|p| keys::stream(&cfg.key_prefix, p)).collect();
         let dead = format!("{}:turns:dead", cfg.key_prefix);
-        let q = Self { url: url.to_string(), conn, readers: Vec::new(), cfg, streams, dead };
+        let q = Self { url: url.to_string(), conn, readers: Vec::new(), cfg, streams, dead, claim_from: Arc::default() };
         for p in 0..q.partitions() {
             q.ensure_group(p).await?;
         }
@@ -416,10 +421,12 @@ impl Queue {
     /// presumed dead), from the partitions in turn.
     pub async fn claim_stale(&self, consumer: &str, count: usize) -> Result<Vec<Delivery>> {
         let mut out = Vec::new();
-        for p in 0..self.partitions() {
+        let first = self.claim_from.fetch_add(1, Ordering::Relaxed);
+        for k in 0..self.partitions() {
             if out.len() >= count {
                 break;
             }
+            let p = (first + k) % self.partitions();
             let mut c = self.conn.clone();
             let opts = StreamAutoClaimOptions::default().count(count - out.len());
             let reply: StreamAutoClaimReply =
