@@ -45,7 +45,10 @@ async fn a_partitioned_queue_on_a_cluster_answers_each_message_once_through_a_fa
     );
     assert!(herd.queue.connection().is_cluster());
     let ready = herd.http.get(format!("{}/readyz", herd.gateway)).send().await.expect("readyz");
-    assert_eq!(ready.status().as_u16(), 200, "ready on a cluster: {:?}", ready.text().await);
+    let ready: (u16, serde_json::Value) = (ready.status().as_u16(), ready.json().await.unwrap_or_default());
+    assert_eq!(ready.0, 200, "ready on a cluster: {:?}", ready.1);
+    // The gateway counts the cluster's replicas (3) in what it says an acknowledged webhook survives.
+    assert!(ready.1["durability"].as_str().is_some_and(|d| d.contains("3 replica(s)")), "{:?}", ready.1);
 
     // The partitions' streams live on more than one shard.
     let shards: HashSet<u16> = herd

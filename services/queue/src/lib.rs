@@ -306,8 +306,14 @@ impl Queue {
             }
         };
         let (aof, fsync) = (get("appendonly").await, get("appendfsync").await);
-        let info: String = redis::cmd("INFO").arg("replication").query_async(&mut c).await.unwrap_or_default();
-        let replicas = info.lines().find_map(|l| l.strip_prefix("connected_slaves:")).and_then(|v| v.trim().parse::<u32>().ok());
+        let replicas = if self.conn.is_cluster() {
+            // Every node's view of the whole cluster: one line per node, its flags third.
+            let nodes: redis::RedisResult<String> = redis::cmd("CLUSTER").arg("NODES").query_async(&mut c).await;
+            nodes.ok().map(|n| n.lines().filter(|l| l.split_whitespace().nth(2).is_some_and(|f| f.contains("slave"))).count() as u32)
+        } else {
+            let info: String = redis::cmd("INFO").arg("replication").query_async(&mut c).await.unwrap_or_default();
+            info.lines().find_map(|l| l.strip_prefix("connected_slaves:")).and_then(|v| v.trim().parse::<u32>().ok())
+        };
         let n = self.cfg.wait_replicas;
         match (n, aof.as_deref(), fsync.as_deref()) {
             (n, _, _) if n > 0 => (format!("a webhook is acknowledged once {n} replica(s) have its entry (queue.wait_replicas)"), true),
