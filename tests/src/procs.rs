@@ -198,6 +198,18 @@ impl RedisCluster {
         assert!(out.status.success(), "redis-cli --cluster create failed:\n{}", String::from_utf8_lossy(&out.stdout));
         let c = Self { nodes };
         c.wait_ok(30).await;
+        // Every node knows every replica (gossip takes a moment after `cluster_state:ok`).
+        let t = Instant::now();
+        while !c.nodes.iter().all(|n| {
+            Self::cli(n.port, &["CLUSTER", "NODES"])
+                .lines()
+                .filter(|l| l.split_whitespace().nth(2).is_some_and(|f| f.contains("slave")))
+                .count()
+                == 3
+        }) {
+            assert!(t.elapsed() < Duration::from_secs(30), "the nodes do not all see 3 replicas after 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         c
     }
 
