@@ -401,10 +401,11 @@ impl Queue {
             vec![c.xread_options(&self.streams, &ids, &opts).await]
         };
         let mut out = Vec::new();
-        let mut failed = None;
+        let (mut failed, mut group_lost) = (None, false);
         for r in replies {
             match r {
-                Err(e) if e.code() == Some("NOGROUP") => self.recreate_groups().await?,
+                // Once for all partitions, however many of them reported it.
+                Err(e) if e.code() == Some("NOGROUP") => group_lost = true,
                 // What other partitions returned is theirs already: handed on, not dropped.
                 Err(e) => failed = Some(e),
                 Ok(reply) => {
@@ -416,6 +417,9 @@ impl Queue {
                     }
                 }
             }
+        }
+        if group_lost {
+            self.recreate_groups().await?;
         }
         match failed {
             Some(e) if out.is_empty() => Err(e.into()),
